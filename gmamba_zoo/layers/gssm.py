@@ -1,0 +1,241 @@
+"""GSSM: the global selective state-space block of GMamba.
+
+Paper: "Enabling True Global Perception in State Space Models for Visual Tasks" (GMamba, ICLR 2026).
+
+A plug-in residual block for a feature map of any size. A 2-D DFT front end (FEM, the Frequency Encoding Module)
+splits the map into a low and a high frequency band; FGMM (the Frequency-Guided Modulation Module) uses them to
+modulate the input of a one-way selective scan over the raster-flattened map. Because every DFT coefficient depends
+on every pixel, every output of the block depends on every input position, which a causal scan alone cannot do.
+
+Choices where the paper is silent (see also the README):
+    * The low band is the set of frequencies with |f| < ``freq_cutoff`` cycles/sample on both axes (default 0.25,
+      half of each axis' band). The mask is symmetric in +/-f, so both bands are real images. The high band is
+      computed as ``x - low``, which equals the inverse DFT of the complementary mask.
+    * The DFT is orthonormal and always runs in float32 with autocast disabled (cuFFT in half precision accepts only
+      power-of-two sizes; CPU FFTs have no bfloat16).
+    * FGMM's 1x1 convolutions act per position and are written as ``nn.Linear`` on channels-last tokens
+      (identical parameters and arithmetic).
+    * The band weights and the modulation ratio are scalars initialised to 0 (sigmoid = 0.5).
+    * Layer scale (``timm.layers.LayerScale``) on both residual branches, initialised to 0 by default so an inserted
+      block is exactly the identity until trained.
+    * The depthwise 1-D conv has kernel 3 and same (non-causal) padding, as the paper describes, so a scan-only mixer
+      reaches one position ahead of its output in scan order, and no further.
+    * No windowed variant is offered: the block is always global.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from timm.layers import DropPath, LayerScale, Mlp
+
+from ..ops import selective_scan_fn
+
+__all__ = [
+    'frequency_split', 'low_band_mask', 'init_ssm_params', 'FrequencyEncoding', 'FrequencyGuidedModulation',
+    'GSSMMixer', 'GMambaBlock',
+]
+
+
+@torch.no_grad()
+def init_ssm_params(
+        dt_proj: nn.Linear, d_state: int, dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+) -> Tuple[nn.Parameter, nn.Parameter]:
+    """Mamba's initialisation of a selective-scan layer's parameters.
+
+    Initialises ``dt_proj`` in place (weight uniform in +-rank^-0.5; bias such that softplus(bias) is log-uniform in
+    [dt_min, dt_max]) and returns new ``A_log`` [D, N] = log(1..N) and ``D`` [D] = 1 parameters, D = out_features.
+    """
+    rank, d = dt_proj.in_features, dt_proj.out_features
+    nn.init.uniform_(dt_proj.weight, -rank ** -0.5, rank ** -0.5)
+    u = torch.rand(d)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+    dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+    a_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d, 1)
+    return nn.Parameter(a_log), nn.Parameter(torch.ones(d))
+
+
+def low_band_mask(height: int, width: int, cutoff: float, device: Optional[torch.device] = None) -> Tensor:
+    """Boolean mask over the ``rfft2`` spectrum of an H x W map: True where |f_h| < cutoff and |f_w| < cutoff.
+
+    Returns:
+        [H, W // 2 + 1] bool.
+    """
+    fh = torch.fft.fftfreq(height, device=device).abs() < cutoff
+    fw = torch.fft.rfftfreq(width, device=device) < cutoff
+    return fh[:, None] & fw[None, :]
+
+
+def frequency_split(x: Tensor, cutoff: float = 0.25) -> Tuple[Tensor, Tensor]:
+    """Split a map into its low and high frequency bands with a 2-D real DFT, in float32.
+
+    Args:
+        x: [..., H, W] map, any float dtype.
+        cutoff: Frequencies with |f| < cutoff (cycles per sample) on both axes form the low band; in (0, 0.5].
+
+    Returns:
+        ``(low, high)``, each [..., H, W] float32, with ``low + high == x``.
+    """
+    if not 0.0 < cutoff <= 0.5:
+        raise ValueError(f'frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
+    h, w = x.shape[-2:]
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        xf = x.float()
+        spec = torch.fft.rfft2(xf, norm='ortho')
+        low = torch.fft.irfft2(spec * low_band_mask(h, w, cutoff, x.device), s=(h, w), norm='ortho')
+    return low, xf - low
+
+
+class FrequencyEncoding(nn.Module):
+    """FEM: DFT band split, a linear map and a learned scalar weight per band, fusion MLP over [x, low, high]."""
+
+    def __init__(self, dim: int, cutoff: float = 0.25):
+        super().__init__()
+        self.cutoff = cutoff
+        self.low_proj = nn.Linear(dim, dim)
+        self.high_proj = nn.Linear(dim, dim)
+        self.low_weight = nn.Parameter(torch.zeros(()))
+        self.high_weight = nn.Parameter(torch.zeros(()))
+        self.fuse = nn.Sequential(nn.Linear(3 * dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, m, H, W] -> F_freq [B, H*W, m] (tokens)."""
+        low, high = frequency_split(x, self.cutoff)
+        tokens = lambda t: t.flatten(2).transpose(1, 2).to(x.dtype)  # [B, L, m]
+        low = self.low_proj(tokens(low)) * torch.sigmoid(self.low_weight)
+        high = self.high_proj(tokens(high)) * torch.sigmoid(self.high_weight)
+        return self.fuse(torch.cat([tokens(x), low, high], dim=-1))
+
+
+class FrequencyGuidedModulation(nn.Module):
+    """FGMM: enhance the frequency features, mix them with the input by a per-sample softmax, scale by a gate."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        quarter, half = max(dim // 4, 1), max(dim // 2, 1)
+        self.enhance = nn.Sequential(nn.Linear(dim, quarter), nn.ReLU(), nn.Linear(quarter, dim))
+        self.select = nn.Sequential(nn.Linear(dim, quarter), nn.ReLU(), nn.Linear(quarter, 2))
+        self.importance = nn.Sequential(nn.Linear(dim, half), nn.ReLU(), nn.Linear(half, 1))
+        self.ratio = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor, f_freq: Tensor) -> Tensor:
+        """x, f_freq: [B, L, m] -> modulated x [B, L, m]."""
+        f_enh = f_freq * torch.sigmoid(self.enhance(f_freq))
+        a = self.select((x + f_enh).mean(1)).softmax(-1)[:, None, :]  # [B, 1, 2]
+        x_mod = a[..., :1] * x + a[..., 1:] * f_enh
+        g = torch.sigmoid(self.importance(f_freq)).mean(1, keepdim=True)  # [B, 1, 1]
+        return x_mod * (1 + torch.sigmoid(self.ratio) * g)
+
+
+class GSSMMixer(nn.Module):
+    """The GSSM token mixer: in_proj, depthwise conv, FEM + FGMM on one half, selective scan, out_proj.
+
+    Args:
+        dim: Channels C (even); the scan runs on m = C / 2 channels, the other half passes beside it.
+        d_state: State size N of the scan.
+        d_conv: Kernel of the depthwise 1-D conv (odd; same padding).
+        dt_rank: Rank of the step-size projection; ``'auto'`` is ceil(C / 16).
+        freq_cutoff: Low band cut-off in cycles per sample, see :func:`frequency_split`.
+        frequency_path: With False the FEM/FGMM front end is left out: a plain (causal) scan-only mixer, for
+            ablations and for showing what the frequency path adds.
+        dt_min, dt_max, dt_init_floor: Range of the initial step sizes, as in Mamba.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            d_state: int = 8,
+            d_conv: int = 3,
+            dt_rank: Union[int, str] = 'auto',
+            freq_cutoff: float = 0.25,
+            frequency_path: bool = True,
+            dt_min: float = 0.001,
+            dt_max: float = 0.1,
+            dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f'GSSMMixer: dim must be an even number of channels >= 2, got {dim}.')
+        if d_conv < 1 or d_conv % 2 == 0:
+            raise ValueError(f'GSSMMixer: d_conv must be odd (same padding), got {d_conv}.')
+        self.dim, self.d_state = dim, d_state
+        m = dim // 2
+        self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.in_proj = nn.Linear(dim, dim, bias=False)
+        self.conv1d = nn.Conv1d(dim, dim, d_conv, padding=d_conv // 2, groups=dim)
+        self.fem = FrequencyEncoding(m, freq_cutoff) if frequency_path else None
+        self.fgmm = FrequencyGuidedModulation(m) if frequency_path else None
+        self.x_proj = nn.Linear(m, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, m)
+        self.A_log, self.D = init_ssm_params(self.dt_proj, d_state, dt_min, dt_max, dt_init_floor)
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, H, W, C] -> [B, H, W, C]."""
+        b, h, w, c = x.shape
+        m, n, r = c // 2, self.d_state, self.dt_rank
+        xz = self.in_proj(x).reshape(b, h * w, c).transpose(1, 2)  # [B, C, L]
+        xz = F.silu(self.conv1d(xz))
+        xs, z = xz.chunk(2, dim=1)  # [B, m, L] each
+        x_tok = xs.transpose(1, 2)  # [B, L, m]
+        if self.fem is not None:
+            x_tok = self.fgmm(x_tok, self.fem(xs.reshape(b, m, h, w)))
+        dt, B, C = self.x_proj(x_tok).split([r, n, n], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # the bias enters the scan as delta_bias
+        y = selective_scan_fn(
+            x_tok.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_log.float()), B.transpose(1, 2),
+            C.transpose(1, 2), self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        y = torch.cat([y.to(z.dtype), z], dim=1).transpose(1, 2)  # [B, L, C]
+        return self.out_proj(y).reshape(b, h, w, c)
+
+
+class GMambaBlock(nn.Module):
+    """GMamba block: ``x + ls1 * Mixer(LN(x))``, then ``x + ls2 * MLP(LN(x))``, with drop path.
+
+    Args:
+        dim: Channels C.
+        channels_last: Input and output are [B, H, W, C] (timm's Swin stages) instead of [B, C, H, W].
+        mlp_ratio: Hidden width of the MLP relative to C.
+        layer_scale_init_value: Initial layer scale; 0 makes the block the identity when inserted.
+        drop_path: Stochastic depth rate.
+        mixer_kwargs: Passed to :class:`GSSMMixer` (d_state, d_conv, dt_rank, freq_cutoff, frequency_path, ...).
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            channels_last: bool = False,
+            mlp_ratio: float = 4.0,
+            layer_scale_init_value: float = 0.0,
+            drop_path: float = 0.0,
+            norm_layer: Type[nn.Module] = nn.LayerNorm,
+            act_layer: Type[nn.Module] = nn.GELU,
+            **mixer_kwargs,
+    ):
+        super().__init__()
+        self.dim, self.channels_last = dim, channels_last
+        self.norm1 = norm_layer(dim)
+        self.mixer = GSSMMixer(dim, **mixer_kwargs)
+        self.ls1 = LayerScale(dim, layer_scale_init_value)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.ls2 = LayerScale(dim, layer_scale_init_value)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, C, H, W], or [B, H, W, C] when ``channels_last``; returns the same layout."""
+        layout = '[B, H, W, C]' if self.channels_last else '[B, C, H, W]'
+        if x.dim() != 4 or x.shape[-1 if self.channels_last else 1] != self.dim:
+            raise ValueError(f'GMambaBlock: expected a {layout} map with C={self.dim}, got shape {tuple(x.shape)}.')
+        if not x.is_floating_point():
+            raise TypeError(f'GMambaBlock: expected a floating-point map, got {x.dtype}.')
+        if not self.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        x = x + self.drop_path1(self.ls1(self.mixer(self.norm1(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x if self.channels_last else x.permute(0, 3, 1, 2)

@@ -1,0 +1,529 @@
+"""Selective scan (Mamba S6) with a pure-PyTorch chunked backend and the mamba-ssm CUDA kernel.
+
+The recurrence, with inputs shaped as in ``mamba_ssm.selective_scan_fn``::
+
+    delta = softplus(delta + delta_bias)                      # when delta_softplus
+    h_t   = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t  # h: [B, D, N]
+    y_t   = <h_t, C_t> + D * u_t
+    y     = y * silu(z)                                       # when z is given
+
+Two backends sit behind one ``torch.library`` custom op (``gmamba_zoo::selective_scan``), so
+``torch.compile``, ``torch.export`` and fvcore's tracer each see a single node whichever runs:
+
+* ``"torch"``: works on every device. The sequence is cut into chunks of ``chunk_size`` steps. Forward
+  keeps only the state at each chunk boundary; backward recomputes the states of one chunk at a time
+  from its boundary state and runs the adjoint (reverse) recurrence over it. Memory above the inputs is
+  therefore O(B*D*L + B*N*L) plus one state per chunk: the whole [L, B, D, N] state tensor is never
+  materialised. Work inside a chunk is time-major in preallocated buffers that are reused for every
+  chunk, so the step loop is one in-place ``addcmul_`` per time step and nothing is allocated in it.
+  The recurrence is evaluated directly (no log-space cumulative sums, no division by a decay), so it is
+  stable for any decay rate. Arithmetic is float32 whatever the input dtypes.
+* ``"cuda"``: the ``selective_scan_cuda`` kernel of the ``mamba-ssm`` package, for CUDA tensors.
+
+Backend selection, strongest first: the ``backend=`` argument, the :func:`scan_backend` context manager
+(or :func:`set_scan_backend`), the ``GMAMBA_ZOO_SCAN_BACKEND`` environment variable, then ``"auto"``:
+the kernel for CUDA tensors when mamba-ssm imports, the PyTorch scan otherwise. On CUDA tensors without
+the kernel, ``"auto"`` warns once and falls back; an explicit ``"cuda"`` raises.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+import warnings
+from typing import Iterator, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    'selective_scan_fn', 'selective_scan_ref', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
+    'resolve_scan_backend', 'cuda_kernel_available', 'SCAN_BACKENDS', 'DEFAULT_CHUNK_SIZE',
+]
+
+SCAN_BACKENDS = ('auto', 'torch', 'cuda')
+ENV_BACKEND = 'GMAMBA_ZOO_SCAN_BACKEND'
+DEFAULT_CHUNK_SIZE = 64
+
+_state = threading.local()
+_global_backend: Optional[str] = None
+_kernel = None
+_kernel_error: Optional[str] = None
+_kernel_probed = False
+_warned_fallback = False
+
+
+def _check_backend_name(name: str) -> str:
+    if name not in SCAN_BACKENDS:
+        raise ValueError(f"Unknown scan backend {name!r}; expected one of {SCAN_BACKENDS}.")
+    return name
+
+
+def set_scan_backend(name: Optional[str]) -> None:
+    """Set the process-wide scan backend (``'auto'``, ``'torch'`` or ``'cuda'``); ``None`` restores the default."""
+    global _global_backend
+    _global_backend = None if name is None else _check_backend_name(name)
+
+
+def get_scan_backend() -> str:
+    """The backend requested by the context manager, :func:`set_scan_backend` or the env var (else ``'auto'``)."""
+    name = getattr(_state, 'backend', None) or _global_backend or os.environ.get(ENV_BACKEND) or 'auto'
+    return _check_backend_name(name)
+
+
+@contextlib.contextmanager
+def scan_backend(name: str) -> Iterator[None]:
+    """Context manager selecting the scan backend for the current thread.
+
+    Example:
+        >>> with scan_backend('torch'):
+        ...     y = model(x)  # pure-PyTorch scan even on CUDA
+    """
+    prev = getattr(_state, 'backend', None)
+    _state.backend = _check_backend_name(name)
+    try:
+        yield
+    finally:
+        _state.backend = prev
+
+
+def _load_kernel():
+    """Import mamba-ssm's compiled extension once; remember why it failed if it did."""
+    global _kernel, _kernel_error, _kernel_probed
+    if not _kernel_probed:
+        _kernel_probed = True
+        try:
+            _kernel = importlib.import_module('selective_scan_cuda')
+        except Exception as e:  # ImportError, or an OSError/RuntimeError from a broken CUDA build
+            _kernel, _kernel_error = None, f'{type(e).__name__}: {e}'
+    return _kernel
+
+
+def cuda_kernel_available() -> bool:
+    """Whether mamba-ssm's ``selective_scan_cuda`` extension imports in this environment."""
+    return _load_kernel() is not None
+
+
+def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str] = None) -> str:
+    """Which backend runs for tensors on ``device``: ``'torch'`` or ``'cuda'``.
+
+    Args:
+        device: Device of the scan's inputs.
+        backend: Explicit request; ``None`` uses :func:`get_scan_backend`.
+
+    Raises:
+        RuntimeError: ``'cuda'`` was requested for non-CUDA tensors or mamba-ssm is not importable.
+    """
+    global _warned_fallback
+    name = _check_backend_name(backend) if backend is not None else get_scan_backend()
+    is_cuda = torch.device(device).type == 'cuda'
+    if name == 'torch':
+        return 'torch'
+    if name == 'cuda':
+        if not is_cuda:
+            raise RuntimeError(f"Scan backend 'cuda' needs CUDA tensors, got tensors on {device}.")
+        if _load_kernel() is None:
+            raise RuntimeError(
+                f"Scan backend 'cuda' requested but mamba-ssm's kernel is not importable ({_kernel_error}). "
+                "Install it with `pip install gmamba-zoo[cuda]` or use backend 'torch'.")
+        return 'cuda'
+    if is_cuda:
+        if _load_kernel() is not None:
+            return 'cuda'
+        if not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(
+                f"mamba-ssm's CUDA kernel is not importable ({_kernel_error}); the selective scan runs on the "
+                "pure-PyTorch backend on CUDA (correct, slower). Install `gmamba-zoo[cuda]` for the kernel.",
+                RuntimeWarning, stacklevel=3)
+    return 'torch'
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure-PyTorch chunked scan
+# ----------------------------------------------------------------------------------------------------------------
+
+# exp(x) for x < -87.3 is a denormal float, and arithmetic on denormals is ~7x slower on x86 CPUs. Flooring the
+# log-decay dt*A at -80 keeps every decay a normal float; the decay it replaces is below exp(-80) = 1.8e-35, so each
+# state changes by less than 1.8e-35 times its previous value.
+_LOG_DECAY_FLOOR = -80.0
+
+
+def _chunk_inputs(u, delta, delta_bias, softplus: bool, t0: int, t1: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """u, raw (biased) delta and effective delta of one chunk, float32, time-major [n, B, D] and contiguous."""
+    uc = u[:, :, t0:t1].float().permute(2, 0, 1).contiguous()
+    raw = delta[:, :, t0:t1].float().permute(2, 0, 1)
+    raw = raw + delta_bias.float() if delta_bias is not None else raw.contiguous()
+    return uc, raw, (F.softplus(raw) if softplus else raw)
+
+
+def _chunk_bc(x: Tensor, t0: int, t1: int) -> Tensor:
+    """[B, N, L] slice -> [n, B, N] float32, contiguous."""
+    return x[..., t0:t1].float().permute(2, 0, 1).contiguous()
+
+
+class _Workspace:
+    """Time-major [T, B, N, D] float32 buffers reused by every chunk, with their per-step views made once.
+
+    Time leads so that each step of the recurrence reads and writes one contiguous [B, N, D] block; D is the
+    innermost dimension so that the contractions over N (with C, with B, with A) are fast batched GEMVs or
+    reductions over a middle dimension.
+    """
+
+    def __init__(self, count: int, chunk: int, b: int, n: int, d: int, device: torch.device):
+        self.bufs = [torch.empty(chunk, b, n, d, device=device, dtype=torch.float32) for _ in range(count)]
+        self.steps = [buf.unbind(0) for buf in self.bufs]
+
+
+def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor) -> None:
+    """Decays a_t = exp(dt_t A) into buffer 0 and states h_t into buffer 1 for one chunk.
+
+    Args:
+        At: [N, D] float32 (A transposed).
+        u: [n, B, D] float32.
+        dt: [n, B, D] effective delta.
+        Bc: [n, B, N].
+        h0: [B, N, D] state before the chunk.
+    """
+    n = u.shape[0]
+    dec, hs = ws.bufs[0][:n], ws.bufs[1][:n]
+    torch.mul(dt.unsqueeze(2), At, out=dec)
+    dec.clamp_min_(_LOG_DECAY_FLOOR).exp_()
+    torch.mul((dt * u).unsqueeze(2), Bc.unsqueeze(3), out=hs)
+    dsteps, hsteps = ws.steps[0], ws.steps[1]
+    hsteps[0].addcmul_(dsteps[0], h0)
+    for t in range(1, n):
+        hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
+
+
+def _sum_n(x: Tensor, w: Tensor) -> Tensor:
+    """sum_N x * w: x [n, B, N, D], w [n, B, N] -> [n, B, D]."""
+    n, b, N, d = x.shape
+    return torch.bmm(w.reshape(n * b, 1, N), x.reshape(n * b, N, d)).view(n, b, d)
+
+
+def _sum_d(x: Tensor, w: Tensor) -> Tensor:
+    """sum_D x * w: x [n, B, N, D], w [n, B, D] -> [B, N, n]."""
+    n, b, N, d = x.shape
+    return torch.bmm(w.reshape(n * b, 1, d), x.reshape(n * b, N, d).transpose(1, 2)).view(n, b, N).permute(1, 2, 0)
+
+
+def _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: int) -> Tuple[Tensor, Tensor]:
+    bsz, d, L = u.shape
+    N = A.shape[1]
+    At = A.float().t()
+    n_chunks = -(-L // chunk)
+    ws = _Workspace(2, min(chunk, L), bsz, N, d, u.device)
+    ckpt = u.new_zeros((n_chunks + 1, bsz, N, d), dtype=torch.float32)  # state entering each chunk, and the last
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    for k in range(n_chunks):
+        t0, t1 = k * chunk, min((k + 1) * chunk, L)
+        uc, _, dt = _chunk_inputs(u, delta, delta_bias, softplus, t0, t1)
+        _fill_chunk(ws, At, uc, dt, _chunk_bc(B, t0, t1), ckpt[k])
+        ckpt[k + 1].copy_(ws.steps[1][t1 - t0 - 1])
+        y = _sum_n(ws.bufs[1][:t1 - t0], _chunk_bc(C, t0, t1))
+        if D is not None:
+            y = y.addcmul_(uc, D.float())
+        y = y.permute(1, 2, 0)
+        if z is not None:
+            y = y * F.silu(z[:, :, t0:t1].float())
+        out[:, :, t0:t1] = y
+    return out, ckpt
+
+
+def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: bool, chunk: int):
+    bsz, d, L = u.shape
+    N = A.shape[1]
+    At = A.float().t()
+    n_chunks = ckpt.shape[0] - 1
+    ws = _Workspace(4, min(chunk, L), bsz, N, d, u.device)  # decay, state, adjoint, scratch
+    du = torch.empty_like(u, memory_format=torch.contiguous_format)
+    ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
+    dB = torch.empty_like(B, memory_format=torch.contiguous_format)
+    dC = torch.empty_like(C, memory_format=torch.contiguous_format)
+    dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None
+    dAt = torch.zeros_like(At)
+    dD = torch.zeros(d, device=u.device, dtype=torch.float32) if D is not None else None
+    dbias = torch.zeros(d, device=u.device, dtype=torch.float32) if delta_bias is not None else None
+    Df = D.float() if D is not None else None
+    carry = u.new_zeros((bsz, N, d), dtype=torch.float32)  # a_{t+1} * g_{t+1} entering from the next chunk
+    for k in reversed(range(n_chunks)):
+        t0, t1 = k * chunk, min((k + 1) * chunk, L)
+        n = t1 - t0
+        uc, raw, dt = _chunk_inputs(u, delta, delta_bias, softplus, t0, t1)
+        Bc, Cc = _chunk_bc(B, t0, t1), _chunk_bc(C, t0, t1)
+        _fill_chunk(ws, At, uc, dt, Bc, ckpt[k])
+        dec, hs, gs, tmp = (buf[:n] for buf in ws.bufs)
+        dy = dout[:, :, t0:t1].float().permute(2, 0, 1)
+        if z is not None:
+            zc = z[:, :, t0:t1].float().permute(2, 0, 1)
+            y = _sum_n(hs, Cc)
+            if D is not None:
+                y = y.addcmul_(uc, Df)
+            sig = torch.sigmoid(zc)
+            dz[:, :, t0:t1] = (dy * y * sig * (1 + zc * (1 - sig))).permute(1, 2, 0)
+            dy = dy * zc * sig
+        dy = dy.contiguous()
+        dC[..., t0:t1] = _sum_d(hs, dy)
+        # adjoint recurrence: g_t = dy_t C_t + a_{t+1} g_{t+1}
+        torch.mul(dy.unsqueeze(2), Cc.unsqueeze(3), out=gs)
+        gsteps, dsteps = ws.steps[2], ws.steps[0]
+        gsteps[n - 1].add_(carry)
+        for t in range(n - 2, -1, -1):
+            gsteps[t].addcmul_(dsteps[t + 1], gsteps[t + 1])
+        torch.mul(dsteps[0], gsteps[0], out=carry)
+        # P_t = g_t * a_t * h_{t-1}: the gradient with respect to dt_t * A
+        p = dec.mul_(gs)
+        p[1:].mul_(hs[:n - 1])
+        p[0].mul_(ckpt[k])
+        dAt += torch.mul(p, dt.unsqueeze(2), out=tmp).sum((0, 1))
+        ddt = torch.mul(p, At, out=tmp).sum(2)
+        # through dt_t * B_t * u_t
+        gB = _sum_n(gs, Bc)
+        dB[..., t0:t1] = _sum_d(gs, dt * uc)
+        ddt.addcmul_(gB, uc)
+        duc = gB.mul_(dt)
+        if D is not None:
+            duc.addcmul_(dy, Df)
+            dD += (dy * uc).sum((0, 1))
+        if softplus:
+            ddt.mul_(torch.sigmoid(raw))
+        if dbias is not None:
+            dbias += ddt.sum((0, 1))
+        du[:, :, t0:t1] = duc.permute(1, 2, 0)
+        ddelta[:, :, t0:t1] = ddt.permute(1, 2, 0)
+    return du, ddelta, dAt.t(), dB, dC, dD, dz, dbias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# mamba-ssm CUDA kernel
+# ----------------------------------------------------------------------------------------------------------------
+
+def _kernel_call(fn, *args):
+    """Call a ``selective_scan_cuda`` entry, with or without the ``cu_seqlens`` argument newer releases added."""
+    try:
+        return fn(*args, None)
+    except TypeError:
+        return fn(*args)
+
+
+def _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, softplus: bool):
+    k = _load_kernel()
+    u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
+    z = z.contiguous() if z is not None else None
+    D = D.contiguous() if D is not None else None
+    out, x, *rest = _kernel_call(k.fwd, u, delta, A, B, C, D, z, delta_bias, softplus)
+    if z is not None:
+        return rest[0], x, out
+    return out, x, out.new_empty(0)
+
+
+def _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, x, y_pre, softplus: bool):
+    k = _load_kernel()
+    u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
+    z = z.contiguous() if z is not None else None
+    D = D.contiguous() if D is not None else None
+    du, ddelta, dA, dB, dC, dD, dbias, *rest = _kernel_call(
+        k.bwd, u, delta, A, B, C, D, z, delta_bias, dout.contiguous(), x, y_pre if z is not None else None, None,
+        softplus, False)
+    return du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD, (rest[0] if z is not None else None), dbias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Custom ops
+# ----------------------------------------------------------------------------------------------------------------
+
+def _cuda_ckpt_shape(u: Tensor, A: Tensor) -> Tuple[int, ...]:
+    return u.shape[0], u.shape[1], -(-u.shape[2] // 2048), 2 * A.shape[1]
+
+
+@torch.library.custom_op('gmamba_zoo::selective_scan', mutates_args=())
+def _selective_scan_op(
+        u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+        delta_bias: Optional[Tensor], delta_softplus: bool, chunk_size: int, backend: str,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Returns (out [B, D, L], state checkpoints, pre-gate output or an empty tensor)."""
+    if backend == 'cuda':
+        return _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    out, ckpt = _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+    return out, ckpt, u.new_empty(0)
+
+
+@_selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, backend):
+    out = u.new_empty(u.shape)
+    if backend == 'cuda':
+        return out, u.new_empty(_cuda_ckpt_shape(u, A), dtype=A.dtype), u.new_empty(u.shape if z is not None else (0,))
+    n_chunks = -(-u.shape[2] // chunk_size)
+    return out, u.new_empty((n_chunks + 1, u.shape[0], A.shape[1], u.shape[1]), dtype=torch.float32), u.new_empty(0)
+
+
+@torch.library.custom_op('gmamba_zoo::selective_scan_bwd', mutates_args=())
+def _selective_scan_bwd_op(
+        dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+        z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, y_pre: Tensor, delta_softplus: bool,
+        chunk_size: int, backend: str,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); an absent input's gradient is an empty tensor."""
+    if backend == 'cuda':
+        grads = _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, y_pre, delta_softplus)
+    else:
+        grads = _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus, chunk_size)
+    refs = (u, delta, A, B, C, D, z, delta_bias)
+    return tuple(u.new_empty(0) if g is None else g.to(r.dtype) for g, r in zip(grads, refs))
+
+
+@_selective_scan_bwd_op.register_fake
+def _(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, y_pre, delta_softplus, chunk_size, backend):
+    refs = (u, delta, A, B, C, D, z, delta_bias)
+    return tuple(u.new_empty(0) if r is None else torch.empty_like(r, memory_format=torch.contiguous_format)
+                 for r in refs)
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, backend = inputs
+    _, ckpt, y_pre = output
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt, y_pre)
+    ctx.opts = (delta_softplus, chunk_size, backend)
+    ctx.mark_non_differentiable(ckpt, y_pre)
+
+
+def _backward(ctx, dout, _dckpt, _dy_pre):
+    u, delta, A, B, C, D, z, delta_bias, ckpt, y_pre = ctx.saved_tensors
+    grads = _selective_scan_bwd_op(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, y_pre, *ctx.opts)
+    refs = (u, delta, A, B, C, D, z, delta_bias)
+    grads = tuple(None if r is None else g for g, r in zip(grads, refs))
+    return grads + (None, None, None)
+
+
+_selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------------
+
+def _validate(u, delta, A, B, C, D, z, delta_bias) -> Tuple[Tensor, Tensor]:
+    """Check shapes and dtypes; return B and C as [B, N, L]."""
+    for name, t in (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
+                    ('delta_bias', delta_bias)):
+        if t is not None and not t.is_floating_point():
+            raise TypeError(f'selective_scan_fn: {name} must be a floating-point tensor, got {t.dtype}.')
+        if t is not None and t.is_complex():
+            raise TypeError(f'selective_scan_fn: complex {name} is not supported.')
+    if u.dim() != 3:
+        raise ValueError(f'selective_scan_fn: u must be [batch, dim, length], got shape {tuple(u.shape)}.')
+    bsz, d, L = u.shape
+    if L == 0:
+        raise ValueError('selective_scan_fn: the sequence length must be at least 1.')
+    if delta.shape != u.shape:
+        raise ValueError(f'selective_scan_fn: delta must have the shape of u {tuple(u.shape)}, got {tuple(delta.shape)}.')
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f'selective_scan_fn: A must be [dim={d}, d_state], got {tuple(A.shape)}.')
+    N = A.shape[1]
+    out = []
+    for name, t in (('B', B), ('C', C)):
+        if t.dim() == 4 and t.shape[1] == 1:
+            t = t.squeeze(1)
+        if t.dim() != 3 or tuple(t.shape) != (bsz, N, L):
+            raise ValueError(
+                f'selective_scan_fn: {name} must be input-dependent, [batch={bsz}, d_state={N}, length={L}] '
+                f'(or [batch, 1, d_state, length]; several groups are not supported), got {tuple(t.shape)}.')
+        out.append(t)
+    for name, t in (('D', D), ('delta_bias', delta_bias)):
+        if t is not None and tuple(t.shape) != (d,):
+            raise ValueError(f'selective_scan_fn: {name} must be [dim={d}], got {tuple(t.shape)}.')
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f'selective_scan_fn: z must have the shape of u {tuple(u.shape)}, got {tuple(z.shape)}.')
+    for name, t in (('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z), ('delta_bias', delta_bias)):
+        if t is not None and t.device != u.device:
+            raise ValueError(f'selective_scan_fn: {name} is on {t.device}, u on {u.device}; all must share a device.')
+    return out[0], out[1]
+
+
+def selective_scan_fn(
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None,
+        delta_bias: Optional[Tensor] = None,
+        delta_softplus: bool = False,
+        return_last_state: bool = False,
+        *,
+        backend: Optional[str] = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Selective scan with the signature of ``mamba_ssm.selective_scan_fn``.
+
+    Args:
+        u: Input, [B, D, L].
+        delta: Step sizes, [B, D, L].
+        A: State matrix diagonal, [D, N], real (normally negative: ``-exp(A_log)``).
+        B: Input-dependent input projection, [B, N, L] (or [B, 1, N, L]).
+        C: Input-dependent output projection, [B, N, L] (or [B, 1, N, L]).
+        D: Skip weight, [D].
+        z: Gate, [B, D, L]; the output is multiplied by ``silu(z)``.
+        delta_bias: Added to ``delta`` before the softplus, [D].
+        delta_softplus: Apply softplus to ``delta + delta_bias``.
+        return_last_state: Also return the final state [B, D, N] (float32, no gradient flows through it).
+        backend: ``'auto'``, ``'torch'`` or ``'cuda'``; ``None`` uses :func:`get_scan_backend`.
+        chunk_size: Steps per chunk of the PyTorch backend (memory/speed trade-off; no effect on results).
+
+    Returns:
+        ``out`` [B, D, L] in the dtype of ``u``, and the last state when ``return_last_state``.
+    """
+    B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
+    if chunk_size < 1:
+        raise ValueError(f'selective_scan_fn: chunk_size must be a positive integer, got {chunk_size}.')
+    name = resolve_scan_backend(u.device, backend)
+    out, ckpt, _ = _selective_scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                      int(chunk_size), name)
+    if not return_last_state:
+        return out
+    last = ckpt[:, :, -1, 1::2] if name == 'cuda' else ckpt[-1].transpose(1, 2)
+    return out, last
+
+
+def selective_scan_ref(
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None,
+        delta_bias: Optional[Tensor] = None,
+        delta_softplus: bool = False,
+        return_last_state: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Reference selective scan: a plain sequential loop over L in float32, differentiable by autograd.
+
+    The test oracle and the speed baseline. Steps with ``unbind`` so that autograd's backward stays linear
+    in L. Same arguments and result as :func:`selective_scan_fn`.
+    """
+    B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
+    bsz, d, L = u.shape
+    dt = delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    Af = A.float()
+    Bx, Cx = B.float()[:, None], C.float()[:, None]  # [B, 1, N, L]
+    h = u.new_zeros((bsz, d, Af.shape[1]), dtype=torch.float32)
+    ys = []
+    for u_t, dt_t, b_t, c_t in zip(u.float().unbind(-1), dt.unbind(-1), Bx.unbind(-1), Cx.unbind(-1)):
+        h = torch.exp(dt_t[..., None] * Af) * h + (dt_t * u_t)[..., None] * b_t
+        ys.append((h * c_t).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + D.float()[:, None] * u.float()
+    if z is not None:
+        y = y * F.silu(z.float())
+    y = y.to(u.dtype)
+    return (y, h) if return_last_state else y
