@@ -477,7 +477,10 @@ def selective_scan_fn(
     Returns:
         ``out`` [B, D, L] in the dtype of ``u``, and the last state when ``return_last_state``.
     """
-    B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
+    if torch.jit.is_tracing():  # fvcore's tracer: shapes are already known good, and checks would warn
+        B, C = (t.squeeze(1) if t.dim() == 4 else t for t in (B, C))
+    else:
+        B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
     if chunk_size < 1:
         raise ValueError(f'selective_scan_fn: chunk_size must be a positive integer, got {chunk_size}.')
     name = resolve_scan_backend(u.device, backend)

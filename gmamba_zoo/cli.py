@@ -1,0 +1,116 @@
+"""``gmamba-zoo``: the package's command line.
+
+Subcommands:
+    list         every model this package registers with timm
+    info NAME    params, feature channels and strides, scan backend and default config of one model
+    bench-scan   the selective-scan speed and memory benchmark (``scripts/bench_scan.py``)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Dict, List, Optional
+
+from . import list_models
+from .ops import cuda_kernel_available, resolve_scan_backend
+
+__all__ = ['main', 'model_info']
+
+_COMMANDS: Dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str):
+    """Register a subcommand: the decorated function adds its arguments and returns the handler."""
+    def wrap(fn):
+        _COMMANDS[name] = fn
+        return fn
+    return wrap
+
+
+def _check_name(name: str) -> None:
+    models = list_models()
+    if name not in models:
+        raise SystemExit(f"gmamba-zoo: unknown model {name!r}; `gmamba-zoo list` shows the {len(models)} models.")
+
+
+def model_info(name: str) -> dict:
+    """What ``gmamba-zoo info`` prints, as a dict: params, feature channels/strides and the default config."""
+    import timm
+    _check_name(name)
+    model = timm.create_model(name, pretrained=False)
+    cfg = model.pretrained_cfg
+    feats = model.feature_info
+    feats = feats.get_dicts() if hasattr(feats, 'get_dicts') else feats
+    return {
+        'name': name,
+        'params_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        'num_features': model.num_features,
+        'feature_channels': [f['num_chs'] for f in feats],
+        'feature_strides': [f['reduction'] for f in feats],
+        'feature_modules': [f['module'] for f in feats],
+        'scan_backend_cpu': resolve_scan_backend('cpu'),
+        'cuda_kernel_available': cuda_kernel_available(),
+        'default_cfg': {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool, tuple, list, type(None)))},
+    }
+
+
+@command('list')
+def _list_cmd(parser: argparse.ArgumentParser):
+    """Every model this package registers with timm."""
+    parser.add_argument('--json', action='store_true', help='print a JSON list')
+
+    def run(args):
+        names = list_models()
+        print(json.dumps(names) if args.json else '\n'.join(names))
+        return 0
+    return run
+
+
+@command('info')
+def _info_cmd(parser: argparse.ArgumentParser):
+    """Params, feature channels and strides, and the default config of one model."""
+    parser.add_argument('name', help='a model name from `gmamba-zoo list`')
+    parser.add_argument('--json', action='store_true', help='print JSON')
+
+    def run(args):
+        info = model_info(args.name)
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+            return 0
+        print(f"{info['name']}: {info['params_m']:.3f} M params, {info['num_features']} final features")
+        print(f"  feature channels: {info['feature_channels']}")
+        print(f"  feature strides:  {info['feature_strides']}")
+        print(f"  scan backend: {info['scan_backend_cpu']} on CPU; mamba-ssm kernel importable: "
+              f"{info['cuda_kernel_available']}")
+        print('  default config:')
+        for k, v in info['default_cfg'].items():
+            print(f'    {k}: {v}')
+        return 0
+    return run
+
+
+@command('bench-scan')
+def _bench_scan_cmd(parser: argparse.ArgumentParser):
+    """Speed and memory of the pure-PyTorch selective scan against a sequential loop."""
+    from .bench_scan import add_arguments, run
+    add_arguments(parser)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='gmamba-zoo', description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    for name, add in _COMMANDS.items():
+        p = sub.add_parser(name, help=(add.__doc__ or '').strip() or None)
+        p.set_defaults(handler=add(p))
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

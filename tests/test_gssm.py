@@ -1,0 +1,146 @@
+"""The GSSM block: band split against a dense-DFT oracle, global perception, layouts, sizes, precision, params."""
+import math
+
+import pytest
+import torch
+
+from gmamba_zoo.layers import GMambaBlock, GSSMMixer, frequency_split
+
+
+def dense_low_band(x: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Oracle: the low band via dense DFT matrices (no FFT), complex, so a non-real result would show."""
+    h, w = x.shape[-2:]
+
+    def dft(n):
+        k = torch.arange(n, dtype=torch.float64)
+        return torch.exp(-2j * math.pi * torch.outer(k, k) / n)
+
+    def freqs(n):  # signed frequency of DFT bin k, in cycles per sample
+        k = torch.arange(n, dtype=torch.float64)
+        return torch.where(k <= (n - 1) // 2, k, k - n) / n
+
+    Fh, Fw = dft(h), dft(w)
+    spec = Fh @ x.to(torch.complex128) @ Fw.T
+    mask = (freqs(h).abs()[:, None] < cutoff) & (freqs(w).abs()[None, :] < cutoff)
+    assert torch.equal(mask, mask.flip(0).roll(1, 0).flip(1).roll(1, 1)), 'mask must be symmetric in +/-f'
+    return torch.linalg.inv(Fh) @ (spec * mask) @ torch.linalg.inv(Fw.T)
+
+
+@pytest.mark.parametrize('hw', [(8, 8), (7, 5), (1, 6), (9, 1), (1, 1), (12, 17)])
+@pytest.mark.parametrize('cutoff', [0.25, 0.1, 0.5])
+def test_band_split_matches_dense_dft(hw, cutoff):
+    x = torch.randn(2, 3, *hw, dtype=torch.float64)
+    low, high = frequency_split(x, cutoff)
+    oracle = dense_low_band(x, cutoff)
+    assert oracle.imag.abs().max() < 1e-10  # symmetric mask: the band is a real image
+    torch.testing.assert_close(low.double(), oracle.real, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close((low + high).double(), x, rtol=1e-5, atol=1e-5)  # lossless
+    # high holds nothing of the low band: its own low band is zero
+    torch.testing.assert_close(dense_low_band(high.double(), cutoff).real, torch.zeros_like(x), rtol=0, atol=1e-5)
+
+
+def test_band_split_is_float32_under_autocast():
+    x = torch.randn(1, 4, 6, 10, dtype=torch.bfloat16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low, high = frequency_split(x)
+    assert low.dtype == high.dtype == torch.float32
+
+
+def test_band_split_rejects_bad_cutoff():
+    with pytest.raises(ValueError, match='cutoff'):
+        frequency_split(torch.randn(1, 1, 4, 4), 0.7)
+
+
+def input_gradient_norms(block: torch.nn.Module, hw=(6, 7), pos=(0, 0), dim=16) -> torch.Tensor:
+    """||d out[:, :, i, j] / d x[:, :, a, b]|| for every input position (a, b), as [H, W] (one random projection)."""
+    x = torch.randn(1, dim, *hw, requires_grad=True, dtype=torch.float64)
+    out = block.double()(x)
+    (out[0, :, pos[0], pos[1]] * torch.randn(dim, dtype=torch.float64)).sum().backward()
+    return x.grad[0].norm(dim=0)
+
+
+def test_gssm_is_global():
+    """The paper's criterion: one output position depends on every input position (min gradient norm > 0)."""
+    block = GMambaBlock(16, layer_scale_init_value=1.0)
+    for pos in [(0, 0), (3, 4), (5, 6)]:
+        norms = input_gradient_norms(block, pos=pos)
+        assert norms.min() > 1e-6 * norms.mean(), f'output {pos}: min/mean {norms.min() / norms.mean():.2e}'
+
+
+def test_scan_only_mixer_is_causal():
+    """Without the frequency path the same mixer cannot see past its depthwise conv's reach in scan order."""
+    block = GMambaBlock(16, layer_scale_init_value=1.0, frequency_path=False)
+    h, w = 6, 7
+    for pos in [(0, 0), (2, 3)]:
+        norms = input_gradient_norms(block, hw=(h, w), pos=pos).flatten()
+        p = pos[0] * w + pos[1]
+        reach = p + block.mixer.conv1d.kernel_size[0] // 2  # the same-padding conv sees one step ahead
+        assert torch.all(norms[reach + 1:] == 0), 'a causal scan must have zero gradient after its reach'
+        assert torch.all(norms[:reach + 1] > 0)
+
+
+def test_identity_at_insertion():
+    block = GMambaBlock(32)
+    x = torch.randn(2, 32, 5, 9)
+    assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize('shape', [(1, 16, 1, 1), (1, 16, 7, 5), (2, 16, 3, 11), (1, 16, 1, 9)])
+def test_any_size_and_both_layouts(shape):
+    block = GMambaBlock(16, layer_scale_init_value=0.5).eval()
+    block_cl = GMambaBlock(16, channels_last=True, layer_scale_init_value=0.5).eval()
+    block_cl.load_state_dict(block.state_dict())
+    x = torch.randn(*shape)
+    y = block(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(block_cl(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), y)
+
+
+def test_bfloat16_autocast_close_to_float32():
+    block = GMambaBlock(32, layer_scale_init_value=1.0)
+    x = torch.randn(2, 32, 9, 7, requires_grad=True)
+    ref = block(x)
+    g_ref = torch.autograd.grad(ref.square().sum(), x)[0]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = block(x)
+    g = torch.autograd.grad(out.float().square().sum(), x)[0]
+    assert torch.isfinite(out).all() and torch.isfinite(g).all()
+    assert ((out.float() - ref).norm() / ref.norm()) < 5e-2
+    assert ((g - g_ref).norm() / g_ref.norm()) < 5e-2
+
+
+def test_every_parameter_gets_a_gradient():
+    block = GMambaBlock(16, layer_scale_init_value=1e-2)
+    block(torch.randn(2, 16, 5, 6)).sum().backward()
+    missing = [n for n, p in block.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_parameter_count_matches_paper():
+    """SPEC table: blocks of widths 64,64,128,128,256,256,512 (ResNet-34 "+GMamba x7") add 5.63 M."""
+    widths = [64, 64, 128, 128, 256, 256, 512]
+    total = sum(sum(p.numel() for p in GMambaBlock(c).parameters()) for c in widths)
+    assert abs(total / 5.63e6 - 1) < 0.005, total
+
+
+def test_mixer_structure():
+    mixer = GSSMMixer(64)
+    assert mixer.dt_rank == 4 and mixer.A_log.shape == (32, 8) and mixer.x_proj.out_features == 4 + 16
+    torch.testing.assert_close(mixer.A_log[0].exp(), torch.arange(1, 9, dtype=torch.float32))
+    dt = torch.nn.functional.softplus(mixer.dt_proj.bias)
+    assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize('x,match', [
+    (torch.randn(1, 8, 4, 4), r'C=16'),
+    (torch.randn(16, 4, 4), r'\[B, C, H, W\]'),
+    (torch.ones(1, 16, 4, 4, dtype=torch.long), 'floating-point'),
+])
+def test_bad_input(x, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        GMambaBlock(16)(x)
+
+
+def test_odd_width_rejected():
+    with pytest.raises(ValueError, match='even'):
+        GSSMMixer(15)
