@@ -1,13 +1,17 @@
 """``gmamba-zoo``: the package's command line.
 
-Subcommands:
+Subcommands (``gmamba-zoo --help`` lists them all):
     list         every model this package registers with timm
     info NAME    params, feature channels and strides, scan backend and default config of one model
     bench-scan   the selective-scan speed and memory benchmark (``scripts/bench_scan.py``)
+
+A module adds a subcommand by decorating a function with :func:`command` and being named in
+``_COMMAND_MODULES``; modules are imported only when the parser is built, so ``import gmamba_zoo`` stays light.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from typing import Callable, Dict, List, Optional
@@ -18,10 +22,14 @@ from .ops import cuda_kernel_available, resolve_scan_backend
 __all__ = ['main', 'model_info']
 
 _COMMANDS: Dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
+# modules whose @command functions add subcommands (one line each)
+_COMMAND_MODULES: List[str] = [
+]
 
 
 def command(name: str):
-    """Register a subcommand: the decorated function adds its arguments and returns the handler."""
+    """Register a subcommand: the decorated function adds its arguments to the parser it is given and returns the
+    handler, ``handler(args) -> exit code``. Its docstring is the subcommand's help."""
     def wrap(fn):
         _COMMANDS[name] = fn
         return fn
@@ -101,6 +109,8 @@ def _bench_scan_cmd(parser: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='gmamba-zoo', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module)
     for name, add in _COMMANDS.items():
         p = sub.add_parser(name, help=(add.__doc__ or '').strip() or None)
         p.set_defaults(handler=add(p))
