@@ -168,6 +168,7 @@ class TestCustomOp:
         args = tuple(ins[k] for k in ARGS) + (True, 4, 'torch')
         torch.library.opcheck(torch.ops.gmamba_zoo.selective_scan.default, args)
 
+    @pytest.mark.filterwarnings('ignore:.*torch.jit.trace. is deprecated')
     def test_one_node_in_jit_trace(self):
         ins = {k: v.detach() for k, v in make_inputs(L=9).items()}
         f = lambda u, dt, z: selective_scan_fn(u, dt, ins['A'], ins['B'], ins['C'], ins['D'], z, ins['delta_bias'], True)
