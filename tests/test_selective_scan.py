@@ -177,6 +177,18 @@ class TestCustomOp:
         assert kinds.count('gmamba_zoo::selective_scan') == 1
         assert not any(k.startswith('prim::PythonOp') for k in kinds)
 
+    def test_torch_export_sees_one_op(self):
+        ins = {k: v.detach() for k, v in make_inputs(L=12).items()}
+
+        class Scan(torch.nn.Module):
+            def forward(self, u, delta):
+                return selective_scan_fn(u, delta, ins['A'], ins['B'], ins['C'], ins['D'], None, ins['delta_bias'], True)
+
+        ep = torch.export.export(Scan(), (ins['u'], ins['delta']))
+        targets = [str(n.target) for n in ep.graph.nodes if n.op == 'call_function']
+        assert sum('gmamba_zoo.selective_scan' in t for t in targets) == 1
+        torch.testing.assert_close(ep.module()(ins['u'], ins['delta']), Scan()(ins['u'], ins['delta']))
+
     def test_torch_compile_fullgraph(self):
         ins = make_inputs(L=20)
         f = torch.compile(lambda **kw: selective_scan_fn(**kw, delta_softplus=True, chunk_size=8),
