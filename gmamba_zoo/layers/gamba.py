@@ -1,0 +1,287 @@
+"""Layers of vGamba: a plain Mamba mixer, the Gamba Cell, 2-D MHSA with registers, gated fusion, the Gamba block.
+
+Paper: "vGamba: Attentive State Space Bottleneck for efficient Long-range Dependencies in Visual Recognition".
+
+The Gamba block replaces the 3x3 conv of a ResNet bottleneck. It splits its p channels in half: the first half goes
+through the Gamba Cell (a Mamba mixer over the raster-flattened map, gated by a context mask), the second through a
+2-D multi-head self-attention with position terms and register tokens; a gated fusion brings both back to p channels.
+
+Every term sized at construction (the Cell's positional embedding, the attention's position terms) is kept at the
+grid it was built for and linearly interpolated to the actual feature map in ``forward``, so the layers run at any
+input size and a checkpoint made at the construction size loads unchanged. Register tokens are a fixed number of
+learned key/value tokens and do not depend on the map size.
+
+Choices where the paper is silent (also in the README / docs/vgamba.md):
+    * Position terms are factorised per channel: a row term [C, H0] plus a column term [C, W0]. Resizing is 1-D linear
+      interpolation (``align_corners=False``) of each term; at the construction size it is the identity.
+    * Attention logits are ``q_i . (k_j + r_j) / sqrt(head_dim)`` with ``r_j = rel_h[row(j)] + rel_w[col(j)]``: the
+      content-content plus content-position terms of Bottleneck Transformers, with the query of position i attending
+      to the position of key j. The published code pairs the position of i with the query of j instead (a transposed
+      term) and uses no 1/sqrt(d) scaling; the form here is the one the BoTNet paper writes, and because it folds into
+      the keys it runs through ``F.scaled_dot_product_attention`` without materialising an [L, L] map.
+    * Register tokens: ``num_registers`` (default 1) learned key and value vectors per head, appended to the keys and
+      values of every query. The published code's registers are a learned [L, L] logit table tied to the 224 grid
+      whose head is discarded after the softmax; here they are real tokens, independent of the map size, and every
+      one of their parameters receives a gradient.
+    * Position terms and register tokens start as truncated normals with std 0.02 (the ViT convention; the published
+      code uses unit normals).
+    * The q, k and v 1x1 convs are one fused conv with bias (same parameters and arithmetic as three).
+    * The Mamba mixer is mamba-ssm's ``Mamba`` block (in_proj without bias, causal depthwise conv1d with bias, SiLU,
+      x_proj, dt_proj, z-gated selective scan, out_proj without bias), initialised as Mamba is.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from timm.layers import to_2tuple, trunc_normal_, use_fused_attn
+
+from ..ops import selective_scan_fn
+from .gssm import init_ssm_params
+
+__all__ = [
+    'resize_pos_embed_1d', 'MambaMixer', 'GambaCell', 'RegisterMHSA2d', 'GatedFusion', 'GambaBlock',
+    'GAMBA_NO_WEIGHT_DECAY',
+]
+
+# Names (last component) of the parameters that should not be weight-decayed: SSM parameters as in Mamba,
+# position terms and register tokens as in ViTs.
+GAMBA_NO_WEIGHT_DECAY = ('A_log', 'D', 'pos_h', 'pos_w', 'rel_h', 'rel_w', 'reg_k', 'reg_v')
+
+
+def resize_pos_embed_1d(pos: Tensor, size: int) -> Tensor:
+    """Linearly interpolate a per-channel 1-D position term to ``size`` positions.
+
+    Args:
+        pos: [C, n0] position term.
+        size: Target number of positions (>= 1).
+
+    Returns:
+        [C, size]; ``pos`` itself when ``size == n0``.
+    """
+    if pos.shape[-1] == size:
+        return pos
+    return F.interpolate(pos[None], size=size, mode='linear', align_corners=False)[0]
+
+
+def _pos_2d(pos_h: Tensor, pos_w: Tensor, height: int, width: int) -> Tensor:
+    """Row term [C, H0] + column term [C, W0], resized to the map: [C, H, W]."""
+    return resize_pos_embed_1d(pos_h, height)[:, :, None] + resize_pos_embed_1d(pos_w, width)[:, None, :]
+
+
+class MambaMixer(nn.Module):
+    """A plain Mamba (S6) mixer over a sequence, on the package's selective scan (runs on CPU without mamba-ssm).
+
+    Args:
+        dim: Model width C.
+        d_state: State size N.
+        d_conv: Kernel of the causal depthwise 1-D conv.
+        expand: Inner width E = expand * C.
+        dt_rank: Rank of the step-size projection; ``'auto'`` is ceil(C / 16).
+        dt_min, dt_max, dt_init_floor: Range of the initial step sizes, as in Mamba.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            d_state: int = 16,
+            d_conv: int = 4,
+            expand: int = 2,
+            dt_rank: Union[int, str] = 'auto',
+            dt_min: float = 0.001,
+            dt_max: float = 0.1,
+            dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        if d_conv < 1:
+            raise ValueError(f'MambaMixer: d_conv must be >= 1, got {d_conv}.')
+        self.dim, self.d_state, self.d_conv = dim, d_state, d_conv
+        self.d_inner = int(expand * dim)
+        self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, padding=d_conv - 1, groups=self.d_inner)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
+        self.A_log, self.D = init_ssm_params(self.dt_proj, d_state, dt_min, dt_max, dt_init_floor)
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, L, C] -> [B, L, C]."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f'MambaMixer: expected a [B, L, C={self.dim}] sequence, got shape {tuple(x.shape)}.')
+        seq_len = x.shape[1]
+        r, n = self.dt_rank, self.d_state
+        xs, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # [B, E, L] each
+        xs = F.silu(self.conv1d(xs)[..., :seq_len])  # causal: keep the first L outputs of the padded conv
+        dt, B, C = self.x_proj(xs.transpose(1, 2)).split([r, n, n], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, E, L]; the bias enters the scan as delta_bias
+        y = selective_scan_fn(
+            xs, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True)  # [B, E, L]
+        return self.out_proj(y.transpose(1, 2))
+
+
+class GambaCell(nn.Module):
+    """Gamba Cell: 2-D positional embedding, context mask, Mamba mixer over the raster-flattened map.
+
+    ``out = Mamba(s) * sigmoid(Conv1d_k3(s))`` with ``s = flatten(x + pos)``.
+
+    Args:
+        dim: Channels C of the half map it works on.
+        grid_size: (H0, W0) the positional embedding is built for; resized to the actual map in forward.
+        d_state, d_conv, expand: Of the Mamba mixer.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            grid_size: Union[int, Tuple[int, int]],
+            d_state: int = 64,
+            d_conv: int = 4,
+            expand: int = 2,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.grid_size = to_2tuple(grid_size)
+        self.pos_h = nn.Parameter(torch.zeros(dim, self.grid_size[0]))
+        self.pos_w = nn.Parameter(torch.zeros(dim, self.grid_size[1]))
+        self.context = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
+        self.mamba = MambaMixer(dim, d_state=d_state, d_conv=d_conv, expand=expand)
+        trunc_normal_(self.pos_h, std=.02)
+        trunc_normal_(self.pos_w, std=.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, C, H, W] -> [B, C, H, W]."""
+        b, c, h, w = x.shape
+        x = (x + _pos_2d(self.pos_h, self.pos_w, h, w).to(x.dtype)).flatten(2)  # [B, C, L]
+        mask = torch.sigmoid(self.context(x))  # [B, C, L]
+        y = self.mamba(x.transpose(1, 2)).transpose(1, 2) * mask
+        return y.reshape(b, c, h, w)
+
+
+class RegisterMHSA2d(nn.Module):
+    """Global 2-D multi-head self-attention with factorised position terms and register tokens.
+
+    ``logits_ij = q_i . (k_j + rel_h[row(j)] + rel_w[col(j)]) / sqrt(d)`` over the L map positions, plus
+    ``q_i . reg_k / sqrt(d)`` over ``num_registers`` learned tokens whose values are ``reg_v``.
+
+    Args:
+        dim: Channels C (divisible by ``num_heads``).
+        grid_size: (H0, W0) the position terms are built for; resized to the actual map in forward.
+        num_heads: Attention heads.
+        num_registers: Learned key/value tokens per head (0 for none).
+        qkv_bias: Bias on the fused q/k/v 1x1 conv.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            grid_size: Union[int, Tuple[int, int]],
+            num_heads: int = 4,
+            num_registers: int = 1,
+            qkv_bias: bool = True,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'RegisterMHSA2d: dim ({dim}) must be divisible by num_heads ({num_heads}).')
+        if num_registers < 0:
+            raise ValueError(f'RegisterMHSA2d: num_registers must be >= 0, got {num_registers}.')
+        self.dim, self.num_heads, self.num_registers = dim, num_heads, num_registers
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.grid_size = to_2tuple(grid_size)
+        self.fused_attn = use_fused_attn()
+        self.qkv = nn.Conv2d(dim, 3 * dim, kernel_size=1, bias=qkv_bias)
+        self.rel_h = nn.Parameter(torch.zeros(dim, self.grid_size[0]))
+        self.rel_w = nn.Parameter(torch.zeros(dim, self.grid_size[1]))
+        trunc_normal_(self.rel_h, std=.02)
+        trunc_normal_(self.rel_w, std=.02)
+        if num_registers:
+            self.reg_k = nn.Parameter(torch.zeros(1, num_heads, num_registers, self.head_dim))
+            self.reg_v = nn.Parameter(torch.zeros(1, num_heads, num_registers, self.head_dim))
+            trunc_normal_(self.reg_k, std=.02)
+            trunc_normal_(self.reg_v, std=.02)
+        else:
+            self.reg_k = self.reg_v = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, C, H, W] -> [B, C, H, W]."""
+        b, c, h, w = x.shape
+        nh, hd = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x).reshape(b, 3, nh, hd, h * w).unbind(1)  # [B, nh, hd, L] each
+        k = k + _pos_2d(self.rel_h, self.rel_w, h, w).to(k.dtype).reshape(nh, hd, h * w)
+        # [B, nh, L, hd], contiguous in hd: the fused CPU kernel needs that, else it falls back to an [L, L] map
+        q, k, v = (t.transpose(-1, -2).contiguous() for t in (q, k, v))
+        if self.reg_k is not None:
+            k = torch.cat([k, self.reg_k.to(k.dtype).expand(b, -1, -1, -1)], dim=2)  # [B, nh, L + R, hd]
+            v = torch.cat([v, self.reg_v.to(v.dtype).expand(b, -1, -1, -1)], dim=2)
+        if self.fused_attn and not torch.jit.is_tracing():
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # explicit matmuls: the reference path, and what fvcore's tracer counts
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, nh, L, L + R]
+            out = attn @ v
+        return out.transpose(-1, -2).reshape(b, c, h, w)
+
+
+class GatedFusion(nn.Module):
+    """``a = proj_a(x_a)``, ``b = proj_b(x_b)`` (1x1 convs), ``out = sigmoid(gate(a)) * a + sigmoid(gate(b)) * b``.
+
+    The 1-channel ``gate`` conv is shared by both branches.
+
+    Args:
+        in_dim: Channels of each input.
+        out_dim: Channels of the output.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj_a = nn.Conv2d(in_dim, out_dim, kernel_size=1)
+        self.proj_b = nn.Conv2d(in_dim, out_dim, kernel_size=1)
+        self.gate = nn.Conv2d(out_dim, 1, kernel_size=1)
+
+    def forward(self, x_a: Tensor, x_b: Tensor) -> Tensor:
+        """x_a, x_b: [B, Cin, H, W] -> [B, Cout, H, W]."""
+        a, b = self.proj_a(x_a), self.proj_b(x_b)
+        return torch.sigmoid(self.gate(a)) * a + torch.sigmoid(self.gate(b)) * b
+
+
+class GambaBlock(nn.Module):
+    """Gamba block: Gamba Cell on the first half of the channels, 2-D MHSA on the second, gated fusion.
+
+    Args:
+        dim: Channels p (even, and p / 2 divisible by ``num_heads``).
+        grid_size: (H0, W0) map size the position terms are built for (any size runs).
+        num_heads: Heads of the MHSA.
+        num_registers: Register tokens of the MHSA.
+        d_state, d_conv, expand: Of the Cell's Mamba mixer.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            grid_size: Union[int, Tuple[int, int]],
+            num_heads: int = 4,
+            num_registers: int = 1,
+            d_state: int = 64,
+            d_conv: int = 4,
+            expand: int = 2,
+    ):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f'GambaBlock: dim must be an even number of channels >= 2, got {dim}.')
+        self.dim = dim
+        half = dim // 2
+        self.cell = GambaCell(half, grid_size, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.mhsa = RegisterMHSA2d(half, grid_size, num_heads=num_heads, num_registers=num_registers)
+        self.fusion = GatedFusion(half, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, p, H, W] -> [B, p, H, W]."""
+        if x.dim() != 4 or x.shape[1] != self.dim:
+            raise ValueError(f'GambaBlock: expected a [B, C={self.dim}, H, W] map, got shape {tuple(x.shape)}.')
+        x_a, x_b = x.chunk(2, dim=1)
+        return self.fusion(self.cell(x_a), self.mhsa(x_b))
