@@ -1,0 +1,460 @@
+"""Throughput and peak memory of the zoo's models beside their baselines; the GMamba-vs-attention scaling study.
+
+Every figure comes from a fresh child process (``python -m gmamba_zoo.benchmark --child SPEC``), so one
+measurement's allocator state cannot help or hurt the next.
+
+* Time: ``warmup`` untimed runs, then ``iters`` timed runs (``torch.cuda.synchronize`` around each on CUDA);
+  the median is reported as latency and ``batch / median`` as throughput. ``fwd`` is inference (eval mode,
+  ``torch.no_grad``); ``fwd_bwd`` is a training step without the optimizer (train mode, ``out.sum().backward()``).
+* Peak memory above the model weights and the input, for one run after warm-up. CUDA:
+  ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU (Linux): the peak resident set,
+  reset through ``/proc/self/clear_refs`` and read from ``VmHWM``, in a child whose glibc mmap threshold is
+  fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``) so that freed tensors leave the resident set and the peak follows
+  live memory; that child is not the one timed.
+* The scaling study runs the GMamba block and a global attention block of the same width on [B, C, H, W] maps
+  of growing size. The attention block is timm's pre-norm ViT ``Block`` (multi-head self-attention over all
+  H*W tokens, then an MLP of ratio 4, as in the GMamba block), with PyTorch's fused
+  ``scaled_dot_product_attention`` (``sdpa``: flash/memory-efficient kernels, no L x L matrix kept) and with
+  the explicit ``softmax(q k^T) v`` (``math``: the L x L matrix, as most vision code writes attention).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .cli import command
+
+__all__ = ['AttentionBlock', 'measure', 'add_arguments', 'run', 'main', 'LATENCY_TARGET', 'SCALING_TARGET']
+
+LATENCY_TARGET = ('convnext_s_gmamba', 'convnext_small', 1.5)  # forward, batch 1, 224: at most 1.5x the baseline
+SCALING_TARGET = (128, 5.0)  # at 128 x 128 tokens: GMamba block >= 5x faster and >= 5x lighter than attention
+ATTN_IMPLS = ('sdpa', 'math')
+WIN_MARGIN = 1.05  # a ratio within 5% of 1 is a tie (timing noise, page granularity of the memory peak)
+
+
+class AttentionBlock(nn.Module):
+    """Global multi-head self-attention block on a [B, C, H, W] map: timm's pre-norm ViT ``Block`` over all tokens.
+
+    Args:
+        dim: Channels C.
+        num_heads: Attention heads (C must divide by it).
+        impl: ``'sdpa'`` (``F.scaled_dot_product_attention``) or ``'math'`` (explicit softmax(q k^T) v).
+        mlp_ratio: Hidden width of the MLP relative to C.
+    """
+
+    def __init__(self, dim: int, num_heads: int, impl: str = 'sdpa', mlp_ratio: float = 4.0):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f'AttentionBlock: impl must be one of {ATTN_IMPLS}, got {impl!r}.')
+        self.block = Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
+        self.block.attn.fused_attn = impl == 'sdpa'
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> [B, C, H, W]."""
+        b, c, h, w = x.shape
+        y = self.block(x.flatten(2).transpose(1, 2))  # [B, H*W, C]
+        return y.transpose(1, 2).reshape(b, c, h, w)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Child process: one measurement
+# ----------------------------------------------------------------------------------------------------------------
+
+def _proc_status(key: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tuple[int, ...]]:
+    """The module and its input shape for a spec: ``{'model': name}`` or ``{'block': 'gmamba'|'attn-sdpa'|...}``."""
+    b = spec['batch']
+    if 'model' in spec:
+        import timm
+        import gmamba_zoo  # noqa: F401  (registers the zoo models)
+        h, w = spec['size']
+        model = timm.create_model(spec['model'], pretrained=False)
+        if getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
+            model.set_input_size(img_size=(h, w))  # models with a fixed input size (timm's Swin)
+        return model, (b, 3, h, w)
+    dim, g = spec['dim'], spec['grid']
+    if spec['block'] == 'gmamba':
+        from .layers import GMambaBlock
+        return GMambaBlock(dim), (b, dim, g, g)
+    return AttentionBlock(dim, spec['heads'], impl=spec['block'].split('-', 1)[1]), (b, dim, g, g)
+
+
+def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
+    torch.manual_seed(0)
+    device = torch.device(spec['device'])
+    if device.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = spec['tf32']
+        torch.backends.cudnn.benchmark = True
+    from .ops import set_scan_backend
+    set_scan_backend(spec['scan_backend'])
+    model, shape = _build(spec)
+    fmt = torch.channels_last if spec['channels_last'] else torch.contiguous_format
+    model = model.to(device, memory_format=fmt)
+    x = torch.randn(shape, device=device).contiguous(memory_format=fmt)
+    train = spec['mode'] == 'fwd_bwd'
+    model.train(train)
+    dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[spec['amp']]
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), torch.set_grad_enabled(train):
+            out = model(x)
+        if train:
+            out.float().sum().backward()
+            model.zero_grad(set_to_none=True)
+
+    for _ in range(spec['warmup']):
+        step()
+    sync()
+    if spec['kind'] == 'time':
+        times = []
+        for _ in range(spec['iters']):
+            sync()
+            t = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - t)
+        return {'median_ms': statistics.median(times) * 1e3, 'min_ms': min(times) * 1e3}
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        sync()
+        return {'peak_mb': (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20}
+    with open('/proc/self/clear_refs', 'w') as fh:
+        fh.write('5')  # reset the peak resident set size to the current one
+    base = _proc_status('VmRSS')
+    step()
+    return {'peak_mb': (_proc_status('VmHWM') - base) / 2 ** 20}
+
+
+def measure(spec: Dict[str, Any], memory: bool = True) -> Dict[str, Any]:
+    """Time (and, where supported, peak memory) of one spec, each in a fresh child process.
+
+    Args:
+        spec: ``model`` (timm name) and ``size`` [H, W], or ``block``, ``dim``, ``grid``, ``heads``; plus ``batch``,
+            ``mode`` ('fwd' or 'fwd_bwd'), ``device``, ``warmup``, ``iters``, ``channels_last``, ``tf32``, ``amp``,
+            ``scan_backend``.
+        memory: Also measure the peak memory (CUDA, or CPU on Linux).
+
+    Returns:
+        ``{'median_ms', 'min_ms', 'img_per_s', 'peak_mb' (or None)}``.
+    """
+    res = _spawn({**spec, 'kind': 'time'})
+    res['img_per_s'] = spec['batch'] / res['median_ms'] * 1e3
+    res['peak_mb'] = None
+    if memory and (spec['device'].startswith('cuda') or sys.platform.startswith('linux')):
+        res['peak_mb'] = _spawn({**spec, 'kind': 'memory', 'warmup': min(spec['warmup'], 1)})['peak_mb']
+    return res
+
+
+def _spawn(spec: Dict[str, Any]) -> Dict[str, Any]:
+    env = dict(os.environ)
+    if spec['kind'] == 'memory' and not spec['device'].startswith('cuda'):
+        env['MALLOC_MMAP_THRESHOLD_'] = '65536'
+    cmd = [sys.executable, '-m', 'gmamba_zoo.benchmark', '--child', json.dumps(spec)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode:
+        raise RuntimeError(f'benchmark child failed for {spec}:\n{res.stderr[-4000:]}')
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------------------------
+
+def machine(device: str) -> Dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    info = {'cpu': cpu, 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
+            'python': platform.python_version(), 'date': datetime.datetime.now().isoformat(timespec='minutes')}
+    if device.startswith('cuda'):
+        info['gpu'] = torch.cuda.get_device_name(torch.device(device))
+        info['cuda'] = torch.version.cuda
+    return info
+
+
+def _settings(args: argparse.Namespace, device: str) -> Dict[str, Any]:
+    from .ops import cuda_kernel_available, resolve_scan_backend
+    return {
+        'device': device, 'warmup': args.warmup, 'iters': args.iters, 'channels_last': args.channels_last,
+        'tf32': bool(args.tf32), 'amp': args.amp, 'scan_backend': args.scan_backend,
+        'scan_backend_resolved': resolve_scan_backend(device, args.scan_backend),
+        'mamba_ssm_kernel': cuda_kernel_available(),
+    }
+
+
+def _settings_line(s: Dict[str, Any]) -> str:
+    tf32 = (f"TF32 {'on' if s['tf32'] else 'off'} (matmul and cuDNN)" if s['device'].startswith('cuda')
+            else 'TF32 n/a (CPU)')
+    return (f"device {s['device']}; {tf32}; channels_last {'on' if s['channels_last'] else 'off'}; "
+            f"autocast {s['amp']}; scan backend {s['scan_backend_resolved']} (requested {s['scan_backend']}); "
+            f"warm-up {s['warmup']}, timed iterations {s['iters']} (median)")
+
+
+def _model_names(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
+    """(model, baseline) pairs; a baseline measured once is not repeated."""
+    from . import list_models
+    from .flops import baseline_name
+    names = args.models if args.models is not None else list_models()
+    return [(n, None if args.no_baselines else baseline_name(n)) for n in names]
+
+
+def _fmt_mem(x: Optional[float]) -> str:
+    return '-' if x is None else f'{x:.0f}'
+
+
+def run_models(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    pairs = _model_names(args)
+    todo: List[str] = []
+    for m, b in pairs:
+        todo += [n for n in (m, b) if n and n not in todo]
+    jobs = [(n, mode) for n in todo for mode in args.modes]
+    results: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for i, (n, mode) in enumerate(jobs, 1):
+        spec = {**base, 'model': n, 'size': list(args.img_size), 'batch': args.batch_size, 'mode': mode}
+        r = measure(spec, memory=not args.no_memory)
+        results[(n, mode)] = r
+        log(f"[{i}/{len(jobs)}] {n} {mode} batch {args.batch_size} {args.img_size[0]}x{args.img_size[1]}: "
+            f"{r['median_ms']:.1f} ms, {r['img_per_s']:.1f} img/s, peak {_fmt_mem(r['peak_mb'])} MB")
+    rows = []
+    for m, b in pairs:
+        for mode in args.modes:
+            r, rb = results[(m, mode)], results.get((b, mode)) if b else None
+            rows.append({'model': m, 'baseline': b, 'mode': mode, **r,
+                         'baseline_median_ms': rb and rb['median_ms'], 'baseline_img_per_s': rb and rb['img_per_s'],
+                         'baseline_peak_mb': rb and rb['peak_mb'],
+                         'latency_ratio': rb and r['median_ms'] / rb['median_ms']})
+    return rows
+
+
+def run_scaling(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    heads = args.heads or max(args.dim // 32, 1)
+    blocks = ['gmamba'] + [f'attn-{i}' for i in args.attn_impl]
+    jobs = [(g, mode, blk) for mode in args.modes for g in args.grids for blk in blocks]
+    res: Dict[Tuple[int, str, str], Dict[str, Any]] = {}
+    for i, (g, mode, blk) in enumerate(jobs, 1):
+        spec = {**base, 'block': blk, 'dim': args.dim, 'heads': heads, 'grid': g, 'batch': args.batch_size,
+                'mode': mode}
+        r = measure(spec, memory=not args.no_memory)
+        res[(g, mode, blk)] = r
+        log(f"[{i}/{len(jobs)}] {blk} {mode} {g}x{g} tokens, dim {args.dim}: {r['median_ms']:.1f} ms, "
+            f"peak {_fmt_mem(r['peak_mb'])} MB")
+    rows = []
+    for mode in args.modes:
+        for g in args.grids:
+            row = {'grid': g, 'tokens': g * g, 'mode': mode, 'dim': args.dim, 'heads': heads,
+                   'gmamba_ms': res[(g, mode, 'gmamba')]['median_ms'],
+                   'gmamba_peak_mb': res[(g, mode, 'gmamba')]['peak_mb']}
+            for impl in args.attn_impl:
+                a = res[(g, mode, f'attn-{impl}')]
+                row[f'{impl}_ms'], row[f'{impl}_peak_mb'] = a['median_ms'], a['peak_mb']
+                row[f'{impl}_speedup'] = a['median_ms'] / row['gmamba_ms']
+                row[f'{impl}_mem_ratio'] = (a['peak_mb'] / row['gmamba_peak_mb']
+                                            if a['peak_mb'] and row['gmamba_peak_mb'] else None)
+            rows.append(row)
+    return rows
+
+
+def crossovers(rows: List[Dict[str, Any]], impls: Sequence[str]) -> List[str]:
+    """The smallest grid from which the GMamba block beats attention (ratio > WIN_MARGIN) on every larger grid."""
+    out = []
+    for mode in sorted({r['mode'] for r in rows}):
+        rs = sorted((r for r in rows if r['mode'] == mode), key=lambda r: r['grid'])
+        for impl in impls:
+            for key, what in ((f'{impl}_speedup', 'faster'), (f'{impl}_mem_ratio', 'lighter in peak memory')):
+                vals = [(r['grid'], r[key]) for r in rs if r.get(key) is not None]
+                if not vals:
+                    continue
+                start = None
+                for g, v in reversed(vals):
+                    if v > WIN_MARGIN:
+                        start = g
+                    else:
+                        break
+                msg = (f'from {start}x{start} tokens upward' if start is not None else
+                       f'at none of the grids measured (up to {vals[-1][0]}x{vals[-1][0]})')
+                out.append(f'{mode}: the GMamba block is {what} than attention ({impl}), by more than '
+                           f'{WIN_MARGIN - 1:.0%}, {msg}.')
+    return out
+
+
+def check_targets(model_rows: List[Dict[str, Any]], scaling_rows: List[Dict[str, Any]], img_size: Sequence[int],
+                  batch: int) -> Tuple[List[str], bool]:
+    checks, ok = [], True
+    name, base, limit = LATENCY_TARGET
+    r = next((r for r in model_rows if r['model'] == name and r['baseline'] == base and r['mode'] == 'fwd'), None)
+    if r and r['latency_ratio'] and batch == 1 and tuple(img_size) == (224, 224):
+        passed = r['latency_ratio'] <= limit
+        ok &= passed
+        checks.append(f"{name} forward latency at 224, batch 1, is {r['latency_ratio']:.2f}x {base}'s "
+                      f"(target <= {limit}x): {'met' if passed else 'NOT met'}")
+    grid, factor = SCALING_TARGET
+    for s in scaling_rows:
+        if s['grid'] != grid or s['mode'] != 'fwd':
+            continue
+        for impl in (k[:-8] for k in s if k.endswith('_speedup')):
+            sp, mem = s[f'{impl}_speedup'], s[f'{impl}_mem_ratio']
+            passed = sp >= factor and (mem is None or mem >= factor)
+            ok &= passed
+            checks.append(f"GMamba block vs global attention ({impl}) at {grid}x{grid} tokens, forward: "
+                          f"{sp:.1f}x faster, "
+                          + (f'{mem:.1f}x lighter in peak memory' if mem else 'memory not measured')
+                          + f" (target >= {factor}x each): {'met' if passed else 'NOT met'}")
+    return checks, ok
+
+
+def markdown(rep: Dict[str, Any], command: str) -> str:
+    m, s = rep['machine'], rep['settings']
+    lines = ['# Speed and memory benchmark', '',
+             f'Generated by `{command}` (also `gmamba-zoo benchmark`); do not edit by hand.', '',
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads"
+             + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if 'gpu' in m else '') +
+             f"; torch {m['torch']}, Python {m['python']}. Date: {m['date']}.", '',
+             f'Settings: {_settings_line(s)}.', '',
+             'Latency is the median of the timed runs; throughput is batch / latency. `fwd` is inference (eval, '
+             'no_grad); `fwd_bwd` is a training step without the optimizer (train mode, `out.sum().backward()`). '
+             'Peak memory is above the model weights and the input, for one run: `torch.cuda.max_memory_allocated` '
+             'on CUDA, the peak resident set (VmHWM, reset through /proc/self/clear_refs, glibc mmap threshold 64 KiB) '
+             'on CPU. Each figure comes from a fresh process.', '']
+    if rep['models']:
+        b, (h, w) = rep['batch_size'], rep['img_size']
+        lines += [f'## Models (batch {b}, {h}x{w})', '',
+                  '| model | mode | ms | img/s | peak MB | baseline | baseline ms | baseline img/s | baseline peak MB '
+                  '| latency vs baseline |', '|' + ' --- |' * 10]
+        for r in rep['models']:
+            lines.append(f"| {r['model']} | {r['mode']} | {r['median_ms']:.1f} | {r['img_per_s']:.1f} | "
+                         f"{_fmt_mem(r['peak_mb'])} | {r['baseline'] or '-'} | "
+                         + (f"{r['baseline_median_ms']:.1f} | {r['baseline_img_per_s']:.1f} | "
+                            f"{_fmt_mem(r['baseline_peak_mb'])} | {r['latency_ratio']:.2f}x |"
+                            if r['baseline_median_ms'] else '- | - | - | - |'))
+        lines.append('')
+    if rep['scaling']:
+        impls = rep['attn_impls']
+        s0 = rep['scaling'][0]
+        lines += ['## Scaling: GMamba block vs global attention', '',
+                  f"Width {s0['dim']}, {s0['heads']} attention heads, batch {rep['batch_size']}. Both blocks take a "
+                  '[B, C, H, W] map; the attention block is timm\'s pre-norm ViT `Block` (global MHSA over H*W tokens '
+                  '+ MLP ratio 4). `sdpa`: PyTorch\'s fused scaled_dot_product_attention; `math`: explicit '
+                  'softmax(q k^T) v with the L x L matrix. Ratios are attention / GMamba (above 1: GMamba wins).', '',
+                  '| mode | tokens | GMamba ms | GMamba peak MB | '
+                  + ' | '.join(f'{i} ms | {i} peak MB | speed ratio ({i}) | memory ratio ({i})' for i in impls) + ' |',
+                  '|' + ' --- |' * (4 + 4 * len(impls))]
+        for r in rep['scaling']:
+            lines.append(f"| {r['mode']} | {r['grid']}x{r['grid']} | {r['gmamba_ms']:.1f} | "
+                         f"{_fmt_mem(r['gmamba_peak_mb'])} | "
+                         + ' | '.join(f"{r[f'{i}_ms']:.1f} | {_fmt_mem(r[f'{i}_peak_mb'])} | "
+                                      f"{r[f'{i}_speedup']:.2f}x | "
+                                      + (f"{r[f'{i}_mem_ratio']:.2f}x" if r[f'{i}_mem_ratio'] else '-') for i in impls)
+                         + ' |')
+        lines += ['', 'Crossover:', ''] + [f'- {c}' for c in rep['crossover']] + ['']
+    if rep['checks']:
+        lines += ['## Targets', ''] + [f'- {c}' for c in rep['checks']] + ['']
+    return '\n'.join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--what', nargs='+', choices=('models', 'scaling'), default=['models', 'scaling'],
+                        help='model benchmark, scaling study, or both (default)')
+    parser.add_argument('--models', nargs='*', help='timm model names (default: every zoo model)')
+    parser.add_argument('--no-baselines', action='store_true', help='do not measure the plain timm baselines')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--img-size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
+    parser.add_argument('--modes', nargs='+', choices=('fwd', 'fwd_bwd'), default=['fwd', 'fwd_bwd'])
+    parser.add_argument('--warmup', type=int, default=2, help='untimed runs before timing')
+    parser.add_argument('--iters', type=int, default=10, help='timed runs (median reported)')
+    parser.add_argument('--device', default='auto', help="'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available)")
+    parser.add_argument('--channels-last', action='store_true', help='channels_last model and input')
+    parser.add_argument('--tf32', action='store_true', help='allow TF32 in matmuls and cuDNN (CUDA)')
+    parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='autocast dtype')
+    parser.add_argument('--scan-backend', choices=('auto', 'torch', 'cuda'), default='auto')
+    parser.add_argument('--no-memory', action='store_true', help='skip peak-memory measurements')
+    parser.add_argument('--dim', type=int, default=96, help='scaling study: block width')
+    parser.add_argument('--heads', type=int, help='scaling study: attention heads (default: dim // 32)')
+    parser.add_argument('--grids', type=int, nargs='+', default=[16, 32, 48, 64, 96, 128],
+                        help='scaling study: token grid sides')
+    parser.add_argument('--attn-impl', nargs='+', choices=ATTN_IMPLS, default=list(ATTN_IMPLS))
+    parser.add_argument('--out', type=Path, help='write the Markdown report here and JSON beside it (.json)')
+
+
+def run(args: argparse.Namespace) -> int:
+    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise SystemExit('gmamba-zoo benchmark: --device cuda but CUDA is not available.')
+    mach, settings = machine(device), _settings(args, device)
+    log = lambda s: print(s, file=sys.stderr, flush=True)
+    log(f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, {mach['date']}")
+    log(f'settings: {_settings_line(settings)}')
+    base = {k: settings[k] for k in ('device', 'warmup', 'iters', 'channels_last', 'tf32', 'amp', 'scan_backend')}
+    model_rows = run_models(args, base, log) if 'models' in args.what else []
+    scaling_rows = run_scaling(args, base, log) if 'scaling' in args.what else []
+    checks, ok = check_targets(model_rows, scaling_rows, args.img_size, args.batch_size)
+    rep = {'machine': mach, 'settings': settings, 'batch_size': args.batch_size, 'img_size': list(args.img_size),
+           'models': model_rows, 'scaling': scaling_rows, 'attn_impls': list(args.attn_impl),
+           'crossover': crossovers(scaling_rows, args.attn_impl), 'checks': checks}
+    report = markdown(rep, _command_line('scripts/benchmark.py', 'benchmark', args))
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+        args.out.with_suffix('.json').write_text(json.dumps(rep, indent=2))
+    return 0 if ok else 1
+
+
+def _command_line(script: str, subcommand: str, args: argparse.Namespace) -> str:
+    """How this run was invoked, as the equivalent ``python scripts/...`` command, for the report's header."""
+    argv = getattr(args, 'argv', None)
+    if argv is None:
+        argv = sys.argv[1:]
+        argv = argv[1:] if argv[:1] == [subcommand] else argv
+    return ' '.join(['python', script] + [shlex.quote(str(a)) for a in argv])
+
+
+@command('benchmark')
+def _benchmark_cmd(parser: argparse.ArgumentParser):
+    """Throughput and peak memory of the models and their baselines; GMamba block vs attention scaling study."""
+    add_arguments(parser)
+    return run
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['--child']:
+        print(json.dumps(_child(json.loads(argv[1]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = list(argv)
+    return run(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Params and FLOPs of every model: ``python scripts/report_flops.py --out docs/flops.md --models-md docs/models.md``.
+
+The code lives in :mod:`gmamba_zoo.flops` so that ``gmamba-zoo flops`` runs the same thing.
+"""
+import sys
+
+from gmamba_zoo.flops import main
+
+if __name__ == '__main__':
+    sys.exit(main())
