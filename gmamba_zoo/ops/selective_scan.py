@@ -40,12 +40,12 @@ from torch import Tensor
 
 __all__ = [
     'selective_scan_fn', 'selective_scan_ref', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
-    'resolve_scan_backend', 'cuda_kernel_available', 'SCAN_BACKENDS', 'DEFAULT_CHUNK_SIZE',
+    'resolve_scan_backend', 'cuda_kernel_available', 'auto_chunk_size', 'SCAN_BACKENDS', 'DEFAULT_CHUNK_SIZE',
 ]
 
 SCAN_BACKENDS = ('auto', 'torch', 'cuda')
 ENV_BACKEND = 'GMAMBA_ZOO_SCAN_BACKEND'
-DEFAULT_CHUNK_SIZE = 64
+DEFAULT_CHUNK_SIZE = None  # chosen from the step size by auto_chunk_size
 
 _state = threading.local()
 _global_backend: Optional[str] = None
@@ -169,12 +169,61 @@ class _Workspace:
 
     Time leads so that each step of the recurrence reads and writes one contiguous [B, N, D] block; D is the
     innermost dimension so that the contractions over N (with C, with B, with A) are fast batched GEMVs or
-    reductions over a middle dimension.
+    reductions over a middle dimension. When a step is small (see :data:`_TWO_LEVEL_MAX_STEP`) the workspace also
+    holds what the two-level recurrence needs: a buffer of within-sub-block decay products and the sub-block carries.
     """
 
     def __init__(self, count: int, chunk: int, b: int, n: int, d: int, device: torch.device):
         self.bufs = [torch.empty(chunk, b, n, d, device=device, dtype=torch.float32) for _ in range(count)]
         self.steps = [buf.unbind(0) for buf in self.bufs]
+        step = b * n * d
+        self.sub = _SUB_BLOCK if step <= _TWO_LEVEL_MAX_STEP and chunk >= 2 * _SUB_BLOCK else 0
+        if self.sub:
+            self.cumdec = torch.empty(chunk // self.sub, self.sub, step, device=device, dtype=torch.float32)
+            self.carries = torch.empty(chunk // self.sub, step, device=device, dtype=torch.float32)
+
+
+# The step loop costs one kernel dispatch (~3-4 us on CPU) per time step whatever the step's size. For steps of at
+# most this many elements, _recurrence instead scans sub-blocks of _SUB_BLOCK steps side by side (one dispatch per
+# step for all sub-blocks of the chunk), then carries states across sub-blocks: about 2 * _SUB_BLOCK + T / _SUB_BLOCK
+# dispatches per chunk of T steps instead of T, at the price of two extra passes over the chunk.
+_TWO_LEVEL_MAX_STEP = 2048
+_SUB_BLOCK = 16
+# Auto chunk size: as many steps as fill about this many elements per [T, B, N, D] buffer (512 KiB: cache-sized).
+_CHUNK_ELEMENTS = 131072
+
+
+def auto_chunk_size(step_elements: int) -> int:
+    """Default chunk length for steps of ``B * N * D`` elements: a power of two in [64, 1024]."""
+    target = max(_CHUNK_ELEMENTS // max(int(step_elements), 1), 1)
+    return int(min(max(2 ** (target.bit_length() - 1), 64), 1024))
+
+
+def _recurrence(ws: _Workspace, n: int, h0: Tensor) -> None:
+    """h_t = a_t * h_{t-1} + b_t in place for t < n: buffer 0 holds a_t, buffer 1 holds b_t and receives h_t."""
+    dsteps, hsteps = ws.steps[0], ws.steps[1]
+    q = ws.sub
+    blocks = n // q if q else 0
+    if blocks < 2:
+        hsteps[0].addcmul_(dsteps[0], h0)
+        for t in range(1, n):
+            hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
+        return
+    m = blocks * q
+    a = ws.bufs[0][:m].view(blocks, q, -1)
+    h = ws.bufs[1][:m].view(blocks, q, -1)
+    ca = ws.cumdec[:blocks]  # ca[p, j] = a[p, j] * ... * a[p, 0]
+    ca[:, 0].copy_(a[:, 0])
+    for j in range(1, q):  # every sub-block's local scan, side by side
+        h[:, j].addcmul_(a[:, j], h[:, j - 1])
+        torch.mul(a[:, j], ca[:, j - 1], out=ca[:, j])
+    carry = ws.carries[:blocks]  # the true state entering each sub-block
+    carry[0].copy_(h0.reshape(-1))
+    for p in range(1, blocks):
+        torch.addcmul(h[p - 1, q - 1], ca[p - 1, q - 1], carry[p - 1], out=carry[p])
+    h.addcmul_(ca, carry.unsqueeze(1))
+    for t in range(m, n):
+        hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
 
 
 def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor) -> None:
@@ -192,10 +241,7 @@ def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h
     torch.mul(dt.unsqueeze(2), At, out=dec)
     dec.clamp_min_(_LOG_DECAY_FLOOR).exp_()
     torch.mul((dt * u).unsqueeze(2), Bc.unsqueeze(3), out=hs)
-    dsteps, hsteps = ws.steps[0], ws.steps[1]
-    hsteps[0].addcmul_(dsteps[0], h0)
-    for t in range(1, n):
-        hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
+    _recurrence(ws, n, h0)
 
 
 def _sum_n(x: Tensor, w: Tensor) -> Tensor:
@@ -456,7 +502,7 @@ def selective_scan_fn(
         return_last_state: bool = False,
         *,
         backend: Optional[str] = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE,
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Selective scan with the signature of ``mamba_ssm.selective_scan_fn``.
 
@@ -472,7 +518,8 @@ def selective_scan_fn(
         delta_softplus: Apply softplus to ``delta + delta_bias``.
         return_last_state: Also return the final state [B, D, N] (float32, no gradient flows through it).
         backend: ``'auto'``, ``'torch'`` or ``'cuda'``; ``None`` uses :func:`get_scan_backend`.
-        chunk_size: Steps per chunk of the PyTorch backend (memory/speed trade-off; no effect on results).
+        chunk_size: Steps per chunk of the PyTorch backend (memory/speed trade-off; no effect on results beyond
+            float32 rounding). ``None`` picks it from the step size B * N * D (:func:`auto_chunk_size`).
 
     Returns:
         ``out`` [B, D, L] in the dtype of ``u``, and the last state when ``return_last_state``.
@@ -481,6 +528,8 @@ def selective_scan_fn(
         B, C = (t.squeeze(1) if t.dim() == 4 else t for t in (B, C))
     else:
         B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(u.shape[0] * A.shape[1] * u.shape[1])
     if chunk_size < 1:
         raise ValueError(f'selective_scan_fn: chunk_size must be a positive integer, got {chunk_size}.')
     name = resolve_scan_backend(u.device, backend)
