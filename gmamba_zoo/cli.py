@@ -4,6 +4,12 @@ Subcommands (``gmamba-zoo --help`` lists them all):
     list         every model this package registers with timm
     info NAME    params, feature channels and strides, scan backend and default config of one model
     bench-scan   the selective-scan speed and memory benchmark (``scripts/bench_scan.py``)
+    flops        params, GFLOPs, feature channels and strides of every model (``scripts/report_flops.py``)
+    benchmark    throughput and peak memory, and the GMamba-vs-attention scaling study (``scripts/benchmark.py``)
+    erf NAME     effective receptive field heat maps: GMamba model vs plain backbone vs scan-only (PNG)
+    criterion NAME  the paper's gradient criterion of global perception on a model's feature map
+    longrange    the long-range (corner-colour) benchmark (``scripts/longrange.py``)
+    train        fine-tune on an ImageFolder data set, single process or DDP under torchrun (``scripts/train.py``)
 
 A module adds a subcommand by decorating a function with :func:`command` and being named in
 ``_COMMAND_MODULES``; modules are imported only when the parser is built, so ``import gmamba_zoo`` stays light.
@@ -24,6 +30,12 @@ __all__ = ['main', 'model_info']
 _COMMANDS: Dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
 # modules whose @command functions add subcommands (one line each)
 _COMMAND_MODULES: List[str] = [
+    'gmamba_zoo.hub',  # push-to-hub
+    'gmamba_zoo.analysis',  # erf, criterion
+    'gmamba_zoo.longrange',  # longrange
+    'gmamba_zoo.flops',  # flops
+    'gmamba_zoo.benchmark',  # benchmark
+    'gmamba_zoo.train',  # train
 ]
 
 
@@ -123,4 +135,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # run as `python -m gmamba_zoo.cli`: use the package's module, where the command modules register themselves
+    from gmamba_zoo.cli import main as _package_main
+    sys.exit(_package_main())
