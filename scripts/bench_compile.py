@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""torch.compile (inductor by default) vs eager for a zoo model: ``python scripts/bench_compile.py --model NAME``.
+
+The code lives in :mod:`gmamba_zoo.bench_compile`.
+"""
+import sys
+
+from gmamba_zoo.bench_compile import main
+
+if __name__ == '__main__':
+    sys.exit(main())
