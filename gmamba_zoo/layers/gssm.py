@@ -24,7 +24,6 @@ Choices where the paper is silent (see also the README):
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional, Tuple, Type, Union
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from timm.layers import DropPath, LayerScale, Mlp
 
-from ..ops import selective_scan_fn
+from ..ops import autocast_off, selective_scan_fn
 
 __all__ = [
     'frequency_split', 'low_band_mask', 'init_ssm_params', 'FrequencyEncoding', 'FrequencyGuidedModulation',
@@ -84,10 +83,7 @@ def frequency_split(x: Tensor, cutoff: float = 0.25) -> Tuple[Tensor, Tensor]:
     if not 0.0 < cutoff <= 0.5:
         raise ValueError(f'frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
     h, w = x.shape[-2:]
-    # autocast off: the DFT runs in float32 whatever the autocast state (the meta device has no autocast to turn off)
-    no_autocast = torch.autocast(x.device.type, enabled=False) if torch.amp.is_autocast_available(x.device.type) \
-        else contextlib.nullcontext()
-    with no_autocast:
+    with autocast_off(x.device.type):
         xf = x.float()
         spec = torch.fft.rfft2(xf, norm='ortho')
         low = torch.fft.irfft2(spec * low_band_mask(h, w, cutoff, x.device), s=(h, w), norm='ortho')

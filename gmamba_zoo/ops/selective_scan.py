@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    'selective_scan_fn', 'selective_scan_ref', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
+    'selective_scan_fn', 'selective_scan_ref', 'autocast_off', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
     'resolve_scan_backend', 'cuda_kernel_available', 'auto_chunk_size', 'SCAN_BACKENDS', 'DEFAULT_CHUNK_SIZE',
 ]
 
@@ -53,6 +53,14 @@ _kernel = None
 _kernel_error: Optional[str] = None
 _kernel_probed = False
 _warned_fallback = False
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A context with autocast disabled on ``device_type``, for float32 islands (a no-op where autocast does not exist,
+    e.g. the meta device)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _check_backend_name(name: str) -> str:
@@ -169,26 +177,14 @@ class _Workspace:
 
     Time leads so that each step of the recurrence reads and writes one contiguous [B, N, D] block; D is the
     innermost dimension so that the contractions over N (with C, with B, with A) are fast batched GEMVs or
-    reductions over a middle dimension. When a step is small (see :data:`_TWO_LEVEL_MAX_STEP`) the workspace also
-    holds what the two-level recurrence needs: a buffer of within-sub-block decay products and the sub-block carries.
+    reductions over a middle dimension.
     """
 
     def __init__(self, count: int, chunk: int, b: int, n: int, d: int, device: torch.device):
         self.bufs = [torch.empty(chunk, b, n, d, device=device, dtype=torch.float32) for _ in range(count)]
         self.steps = [buf.unbind(0) for buf in self.bufs]
-        step = b * n * d
-        self.sub = _SUB_BLOCK if step <= _TWO_LEVEL_MAX_STEP and chunk >= 2 * _SUB_BLOCK else 0
-        if self.sub:
-            self.cumdec = torch.empty(chunk // self.sub, self.sub, step, device=device, dtype=torch.float32)
-            self.carries = torch.empty(chunk // self.sub, step, device=device, dtype=torch.float32)
 
 
-# The step loop costs one kernel dispatch (~3-4 us on CPU) per time step whatever the step's size. For steps of at
-# most this many elements, _recurrence instead scans sub-blocks of _SUB_BLOCK steps side by side (one dispatch per
-# step for all sub-blocks of the chunk), then carries states across sub-blocks: about 2 * _SUB_BLOCK + T / _SUB_BLOCK
-# dispatches per chunk of T steps instead of T, at the price of two extra passes over the chunk.
-_TWO_LEVEL_MAX_STEP = 2048
-_SUB_BLOCK = 16
 # Auto chunk size: as many steps as fill about this many elements per [T, B, N, D] buffer (512 KiB: cache-sized).
 _CHUNK_ELEMENTS = 131072
 
@@ -199,34 +195,7 @@ def auto_chunk_size(step_elements: int) -> int:
     return int(min(max(2 ** (target.bit_length() - 1), 64), 1024))
 
 
-def _recurrence(ws: _Workspace, n: int, h0: Tensor) -> None:
-    """h_t = a_t * h_{t-1} + b_t in place for t < n: buffer 0 holds a_t, buffer 1 holds b_t and receives h_t."""
-    dsteps, hsteps = ws.steps[0], ws.steps[1]
-    q = ws.sub
-    blocks = n // q if q else 0
-    if blocks < 2:
-        hsteps[0].addcmul_(dsteps[0], h0)
-        for t in range(1, n):
-            hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
-        return
-    m = blocks * q
-    a = ws.bufs[0][:m].view(blocks, q, -1)
-    h = ws.bufs[1][:m].view(blocks, q, -1)
-    ca = ws.cumdec[:blocks]  # ca[p, j] = a[p, j] * ... * a[p, 0]
-    ca[:, 0].copy_(a[:, 0])
-    for j in range(1, q):  # every sub-block's local scan, side by side
-        h[:, j].addcmul_(a[:, j], h[:, j - 1])
-        torch.mul(a[:, j], ca[:, j - 1], out=ca[:, j])
-    carry = ws.carries[:blocks]  # the true state entering each sub-block
-    carry[0].copy_(h0.reshape(-1))
-    for p in range(1, blocks):
-        torch.addcmul(h[p - 1, q - 1], ca[p - 1, q - 1], carry[p - 1], out=carry[p])
-    h.addcmul_(ca, carry.unsqueeze(1))
-    for t in range(m, n):
-        hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
-
-
-def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor) -> None:
+def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor, a_max: float) -> None:
     """Decays a_t = exp(dt_t A) into buffer 0 and states h_t into buffer 1 for one chunk.
 
     Args:
@@ -235,13 +204,19 @@ def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h
         dt: [n, B, D] effective delta.
         Bc: [n, B, N].
         h0: [B, N, D] state before the chunk.
+        a_max: max |A|, to tell whether the log-decay floor can be reached in this chunk.
     """
     n = u.shape[0]
     dec, hs = ws.bufs[0][:n], ws.bufs[1][:n]
     torch.mul(dt.unsqueeze(2), At, out=dec)
-    dec.clamp_min_(_LOG_DECAY_FLOOR).exp_()
+    if float(dt.abs().max()) * a_max > -_LOG_DECAY_FLOOR:  # only then can a log-decay fall below the floor
+        dec.clamp_min_(_LOG_DECAY_FLOOR)
+    dec.exp_()
     torch.mul((dt * u).unsqueeze(2), Bc.unsqueeze(3), out=hs)
-    _recurrence(ws, n, h0)
+    dsteps, hsteps = ws.steps[0], ws.steps[1]
+    hsteps[0].addcmul_(dsteps[0], h0)
+    for t in range(1, n):
+        hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
 
 
 def _sum_n(x: Tensor, w: Tensor) -> Tensor:
@@ -260,6 +235,7 @@ def _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: 
     bsz, d, L = u.shape
     N = A.shape[1]
     At = A.float().t()
+    a_max = float(At.abs().max())
     n_chunks = -(-L // chunk)
     ws = _Workspace(2, min(chunk, L), bsz, N, d, u.device)
     ckpt = u.new_zeros((n_chunks + 1, bsz, N, d), dtype=torch.float32)  # state entering each chunk, and the last
@@ -267,7 +243,7 @@ def _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: 
     for k in range(n_chunks):
         t0, t1 = k * chunk, min((k + 1) * chunk, L)
         uc, _, dt = _chunk_inputs(u, delta, delta_bias, softplus, t0, t1)
-        _fill_chunk(ws, At, uc, dt, _chunk_bc(B, t0, t1), ckpt[k])
+        _fill_chunk(ws, At, uc, dt, _chunk_bc(B, t0, t1), ckpt[k], a_max)
         ckpt[k + 1].copy_(ws.steps[1][t1 - t0 - 1])
         y = _sum_n(ws.bufs[1][:t1 - t0], _chunk_bc(C, t0, t1))
         if D is not None:
@@ -283,6 +259,7 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
     bsz, d, L = u.shape
     N = A.shape[1]
     At = A.float().t()
+    a_max = float(At.abs().max())
     n_chunks = ckpt.shape[0] - 1
     ws = _Workspace(4, min(chunk, L), bsz, N, d, u.device)  # decay, state, adjoint, scratch
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
@@ -300,7 +277,7 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
         n = t1 - t0
         uc, raw, dt = _chunk_inputs(u, delta, delta_bias, softplus, t0, t1)
         Bc, Cc = _chunk_bc(B, t0, t1), _chunk_bc(C, t0, t1)
-        _fill_chunk(ws, At, uc, dt, Bc, ckpt[k])
+        _fill_chunk(ws, At, uc, dt, Bc, ckpt[k], a_max)
         dec, hs, gs, tmp = (buf[:n] for buf in ws.bufs)
         dy = dout[:, :, t0:t1].float().permute(2, 0, 1)
         if z is not None:
@@ -393,7 +370,8 @@ def _selective_scan_op(
     """Returns (out [B, D, L], state checkpoints, pre-gate output or an empty tensor)."""
     if backend == 'cuda':
         return _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    out, ckpt = _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+    with autocast_off(u.device.type):  # a float32 island: the caller's autocast must not reach its matmuls
+        out, ckpt = _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
     return out, ckpt, u.new_empty(0)
 
 
@@ -416,7 +394,8 @@ def _selective_scan_bwd_op(
     if backend == 'cuda':
         grads = _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, y_pre, delta_softplus)
     else:
-        grads = _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus, chunk_size)
+        with autocast_off(u.device.type):
+            grads = _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus, chunk_size)
     refs = (u, delta, A, B, C, D, z, delta_bias)
     return tuple(u.new_empty(0) if g is None else g.to(r.dtype) for g, r in zip(grads, refs))
 
