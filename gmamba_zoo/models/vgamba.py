@@ -379,6 +379,16 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor], model: VGamba) -> Dict[s
             out[k] = v
         return out
 
+    # A ResNet source must hold the stem and stages 1-2 exactly (same bottleneck layout); anything else is another model
+    plain = ('conv1.', 'bn1.', 'layer1.', 'layer2.')
+    bad = [k for k, t in target.items() if k.startswith(plain) and not k.endswith('num_batches_tracked') and (
+        k not in state_dict or (state_dict[k].shape != t.shape and k != 'conv1.weight'))]
+    extra = [k for k in state_dict if k.startswith(plain) and k not in target]
+    if bad or extra:
+        raise RuntimeError(
+            f'vGamba: the checkpoint is neither a vGamba checkpoint nor a timm ResNet-50/101 whose stem and stages 1-2 '
+            f'match this model. Missing or mis-shaped keys ({len(bad)}): {bad[:20]}{" ..." if len(bad) > 20 else ""}; '
+            f'unexpected keys ({len(extra)}): {extra[:20]}{" ..." if len(extra) > 20 else ""}.')
     out, loaded, fresh = {}, [], []
     for k, t in target.items():
         v = state_dict.get(k)
@@ -394,7 +404,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor], model: VGamba) -> Dict[s
     unused = [k for k in state_dict if k not in out or (k in target and state_dict[k].shape != target[k].shape
                                                          and k != 'conv1.weight')]
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    source = cfg.get('hf_hub_id') or cfg.get('file') or cfg.get('url') or 'a ResNet checkpoint'
+    source = cfg.get('file') or cfg.get('hf_hub_id') or cfg.get('url') or 'a ResNet checkpoint'
     model.pretrained_init = dict(source=source, loaded=loaded, fresh=fresh, unused=unused)
     msg = (f'vGamba initialised from {source}: {len(loaded)} tensors with matching name and shape were copied '
            f'(stem, stages 1-2, 1x1 convs, norms and shortcuts of stages 3-4, classifier); these modules start from '
