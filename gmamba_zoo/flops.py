@@ -352,11 +352,16 @@ def _feature_info(model: nn.Module) -> Tuple[List[int], List[int]]:
 
 
 def _create(name: str, size: Optional[Tuple[int, int]] = None, **kwargs) -> nn.Module:
-    """Build a model; for a size other than its default, models with a fixed input size (Swin) are resized."""
+    """Build a model; for a size other than its default, models with a fixed input size (Swin) are resized.
+
+    A resized Swin keeps its window size (timm's default would scale the windows with the grid, which is another
+    computation than the one the model does at 224 and than our GMamba Swin does at any size).
+    """
     import timm
     model = timm.create_model(name, pretrained=False, **kwargs)
     if size is not None and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
-        model.set_input_size(img_size=size)
+        window = getattr(model.layers[0].blocks[0], 'window_size', None) if hasattr(model, 'layers') else None
+        model.set_input_size(img_size=size, **({'window_size': tuple(window)} if window is not None else {}))
     return model.eval()
 
 
