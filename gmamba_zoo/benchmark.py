@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .bench_scan import _proc_status
 from .cli import command
 
 __all__ = ['AttentionBlock', 'measure', 'add_arguments', 'run', 'main', 'LATENCY_TARGET', 'SCALING_TARGET']
@@ -74,14 +75,6 @@ class AttentionBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # Child process: one measurement
 # ----------------------------------------------------------------------------------------------------------------
-
-def _proc_status(key: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
 
 def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tuple[int, ...]]:
     """The module and its input shape for a spec: ``{'model': name}`` or ``{'block': 'gmamba'|'attn-sdpa'|...}``."""

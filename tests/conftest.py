@@ -29,6 +29,16 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_HUB_CACHE, ignore_errors=True)
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread for a module of small-tensor tests: on a shared 2-core machine two OpenMP threads contend
+    and run such tests many times slower. Use with ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

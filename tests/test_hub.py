@@ -27,16 +27,8 @@ SMALL = 'resnet18_gmamba' if 'resnet18_gmamba' in MODELS else (MODELS[0] if MODE
 ORG = 'gmamba-zoo-test'
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
-pytestmark = pytest.mark.skipif(not MODELS, reason='no zoo model is registered')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Small CPU models on a busy machine: several OpenMP threads spin against each other and run many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.skipif(not MODELS, reason='no zoo model is registered'),
+              pytest.mark.usefixtures('one_thread')]
 
 
 def _perturbed(name: str, **kwargs) -> torch.nn.Module:

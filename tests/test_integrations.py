@@ -20,12 +20,7 @@ SLOW = pytest.mark.skipif(not os.environ.get('GMAMBA_ZOO_SLOW_TESTS'), reason='s
 FAMILY_REPS = ['resnet18_gmamba', 'convnext_t_gmamba', 'swin_t_gmamba', 'vgamba_b']
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 # ---------------------------------------------------------------- torchvision detection

@@ -15,13 +15,7 @@ from gmamba_zoo.ops import selective_scan_ref
 from hub_cache import put_in_hub_cache
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """One intra-op thread: the tensors here are small, and on a shared 2-core machine two threads contend badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 # A narrow, shallow vGamba (same code paths as vgamba_b) for the structural tests.
