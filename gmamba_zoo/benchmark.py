@@ -24,7 +24,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from .bench_scan import _proc_status
+from .bench_scan import machine as scan_machine
 from .cli import command
 
 __all__ = ['AttentionBlock', 'measure', 'add_arguments', 'run', 'main', 'LATENCY_TARGET', 'SCALING_TARGET']
@@ -180,14 +180,8 @@ def _spawn(spec: Dict[str, Any]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def machine(device: str) -> Dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    info = {'cpu': cpu, 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
-            'python': platform.python_version(), 'date': datetime.datetime.now().isoformat(timespec='minutes')}
+    """:func:`gmamba_zoo.bench_scan.machine`, with the time to the minute and the GPU when ``device`` is CUDA."""
+    info = dict(scan_machine(), date=datetime.datetime.now().isoformat(timespec='minutes'))
     if device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name(torch.device(device))
         info['cuda'] = torch.version.cuda
