@@ -45,10 +45,55 @@ def check_against_oracle(ins, softplus, chunk_size, tol=1e-4):
         assert rel_err(a, b) < tol, f'gradient of {name}: rel err {rel_err(a, b):.2e}'
 
 
+@pytest.fixture(params=['numba', 'python'])
+def recurrence(request, monkeypatch):
+    """Runs a test with each CPU loop of the PyTorch scan: numba's compiled one and the Python step loop."""
+    if request.param == 'numba':
+        pytest.importorskip('numba')
+    monkeypatch.setenv(ss.ENV_CPU_RECURRENCE, request.param)
+    assert ss.cpu_recurrence() == request.param
+    return request.param
+
+
 @pytest.mark.parametrize('L,chunk', [(37, 8), (64, 16), (1, 64), (130, 64)])
 @pytest.mark.parametrize('decay', ['slow', 'fast'])
-def test_matches_loop_oracle(L, chunk, decay):
+def test_matches_loop_oracle(L, chunk, decay, recurrence):
     check_against_oracle(make_inputs(L=L, decay=decay), softplus=(decay == 'slow'), chunk_size=chunk)
+
+
+def test_cpu_recurrences_agree(monkeypatch):
+    pytest.importorskip('numba')
+    ins = make_inputs(b=3, d=40, n=8, L=301)
+    got = {}
+    for name in ('numba', 'python'):
+        monkeypatch.setenv(ss.ENV_CPU_RECURRENCE, name)
+        out = selective_scan_fn(**ins, delta_softplus=True, chunk_size=64)
+        got[name] = (out, *torch.autograd.grad(out, list(ins.values()), torch.ones_like(out)))
+    for name, a, b in zip(('out',) + ARGS, got['numba'], got['python']):
+        assert rel_err(a, b) < 1e-6, name
+
+
+def test_large_steps_use_pytorch_ops(monkeypatch):
+    pytest.importorskip('numba')
+    monkeypatch.setenv(ss.ENV_CPU_RECURRENCE, 'numba')
+    assert ss._loops_for(torch.device('cpu'), ss._COMPILED_MAX_STEP) is not None
+    assert ss._loops_for(torch.device('cpu'), ss._COMPILED_MAX_STEP + 1) is None
+    assert ss._loops_for(torch.device('meta'), 1) is None
+    monkeypatch.setattr(ss, '_COMPILED_MAX_STEP', 8)  # these inputs' steps (2 * 4 * 6) now count as large
+    check_against_oracle(make_inputs(L=40), softplus=True, chunk_size=16)
+
+
+def test_cpu_recurrence_choice(monkeypatch):
+    monkeypatch.setenv(ss.ENV_CPU_RECURRENCE, 'fortran')
+    with pytest.raises(ValueError, match='GMAMBA_ZOO_CPU_RECURRENCE must be one of'):
+        ss.cpu_recurrence()
+    monkeypatch.setattr(ss, '_numba_loops', ss._OptionalModule('no_such_module_numba'))
+    monkeypatch.setenv(ss.ENV_CPU_RECURRENCE, 'auto')
+    assert ss.cpu_recurrence() == 'python'
+    check_against_oracle(make_inputs(L=20), softplus=True, chunk_size=8)  # falls back to the Python loop
+    monkeypatch.setenv(ss.ENV_CPU_RECURRENCE, 'numba')
+    with pytest.raises(RuntimeError, match=r"numba is not importable .*gmamba-zoo\[cpu\]"):
+        ss.cpu_recurrence()
 
 
 def test_fast_decay_reaches_fifty():
@@ -149,9 +194,7 @@ class TestBackends:
             selective_scan_fn(**ins, backend='cuda')
 
     def test_missing_kernel_is_reported_once(self, monkeypatch):
-        monkeypatch.setattr(ss, '_kernel_probed', True)
-        monkeypatch.setattr(ss, '_kernel', None)
-        monkeypatch.setattr(ss, '_kernel_error', 'ImportError: No module named selective_scan_cuda')
+        monkeypatch.setattr(ss, '_cuda_kernel', ss._OptionalModule('selective_scan_cuda_missing'))
         monkeypatch.setattr(ss, '_warned_fallback', False)
         with pytest.warns(RuntimeWarning, match='selective_scan_cuda'):
             assert resolve_scan_backend('cuda') == 'torch'

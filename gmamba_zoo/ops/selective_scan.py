@@ -15,7 +15,9 @@ Two backends sit behind one ``torch.library`` custom op (``gmamba_zoo::selective
   from its boundary state and runs the adjoint (reverse) recurrence over it. Memory above the inputs is
   therefore O(B*D*L + B*N*L) plus one state per chunk: the whole [L, B, D, N] state tensor is never
   materialised. Work inside a chunk is time-major in preallocated buffers that are reused for every
-  chunk, so the step loop is one in-place ``addcmul_`` per time step and nothing is allocated in it.
+  chunk. The step loop is one in-place ``addcmul_`` per time step, or, when the optional ``numba`` package
+  is installed (``pip install gmamba-zoo[cpu]``), one compiled call per chunk doing the same arithmetic
+  (:func:`cpu_recurrence` says which; ``GMAMBA_ZOO_CPU_RECURRENCE`` chooses).
   The recurrence is evaluated directly (no log-space cumulative sums, no division by a decay), so it is
   stable for any decay rate. Arithmetic is float32 whatever the input dtypes.
 * ``"cuda"``: the ``selective_scan_cuda`` kernel of the ``mamba-ssm`` package, for CUDA tensors.
@@ -32,7 +34,7 @@ import importlib
 import os
 import threading
 import warnings
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +42,8 @@ from torch import Tensor
 
 __all__ = [
     'selective_scan_fn', 'selective_scan_ref', 'autocast_off', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
-    'resolve_scan_backend', 'cuda_kernel_available', 'auto_chunk_size', 'SCAN_BACKENDS', 'DEFAULT_CHUNK_SIZE',
+    'resolve_scan_backend', 'cuda_kernel_available', 'auto_chunk_size', 'cpu_recurrence', 'SCAN_BACKENDS',
+    'DEFAULT_CHUNK_SIZE', 'CPU_RECURRENCES',
 ]
 
 SCAN_BACKENDS = ('auto', 'torch', 'cuda')
@@ -49,9 +52,6 @@ DEFAULT_CHUNK_SIZE = None  # chosen from the step size by auto_chunk_size
 
 _state = threading.local()
 _global_backend: Optional[str] = None
-_kernel = None
-_kernel_error: Optional[str] = None
-_kernel_probed = False
 _warned_fallback = False
 
 
@@ -97,21 +97,29 @@ def scan_backend(name: str) -> Iterator[None]:
         _state.backend = prev
 
 
-def _load_kernel():
-    """Import mamba-ssm's compiled extension once; remember why it failed if it did."""
-    global _kernel, _kernel_error, _kernel_probed
-    if not _kernel_probed:
-        _kernel_probed = True
-        try:
-            _kernel = importlib.import_module('selective_scan_cuda')
-        except Exception as e:  # ImportError, or an OSError/RuntimeError from a broken CUDA build
-            _kernel, _kernel_error = None, f'{type(e).__name__}: {e}'
-    return _kernel
+class _OptionalModule:
+    """A module imported on first use, once; ``error`` says why it could not be (ImportError, a broken CUDA build,
+    numba refusing this NumPy version, ...)."""
+
+    def __init__(self, name: str):
+        self.name, self.module, self.error, self.probed = name, None, None, False
+
+    def get(self):
+        if not self.probed:
+            self.probed = True
+            try:
+                self.module = importlib.import_module(self.name)
+            except Exception as e:
+                self.module, self.error = None, f'{type(e).__name__}: {e}'
+        return self.module
+
+
+_cuda_kernel = _OptionalModule('selective_scan_cuda')  # mamba-ssm's compiled extension
 
 
 def cuda_kernel_available() -> bool:
     """Whether mamba-ssm's ``selective_scan_cuda`` extension imports in this environment."""
-    return _load_kernel() is not None
+    return _cuda_kernel.get() is not None
 
 
 def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str] = None) -> str:
@@ -132,18 +140,18 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
     if name == 'cuda':
         if not is_cuda:
             raise RuntimeError(f"Scan backend 'cuda' needs CUDA tensors, got tensors on {device}.")
-        if _load_kernel() is None:
+        if _cuda_kernel.get() is None:
             raise RuntimeError(
-                f"Scan backend 'cuda' requested but mamba-ssm's kernel is not importable ({_kernel_error}). "
+                f"Scan backend 'cuda' requested but mamba-ssm's kernel is not importable ({_cuda_kernel.error}). "
                 "Install it with `pip install gmamba-zoo[cuda]` or use backend 'torch'.")
         return 'cuda'
     if is_cuda:
-        if _load_kernel() is not None:
+        if _cuda_kernel.get() is not None:
             return 'cuda'
         if not _warned_fallback:
             _warned_fallback = True
             warnings.warn(
-                f"mamba-ssm's CUDA kernel is not importable ({_kernel_error}); the selective scan runs on the "
+                f"mamba-ssm's CUDA kernel is not importable ({_cuda_kernel.error}); the selective scan runs on the "
                 "pure-PyTorch backend on CUDA (correct, slower). Install `gmamba-zoo[cuda]` for the kernel.",
                 RuntimeWarning, stacklevel=3)
     return 'torch'
@@ -152,6 +160,45 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
 # ----------------------------------------------------------------------------------------------------------------
 # Pure-PyTorch chunked scan
 # ----------------------------------------------------------------------------------------------------------------
+
+# The step loops of the recurrences: one ``addcmul_`` per step from Python, or one compiled call per chunk when the
+# optional numba package is installed (same arithmetic, same order; over ten times less time per step at small steps).
+ENV_CPU_RECURRENCE = 'GMAMBA_ZOO_CPU_RECURRENCE'
+CPU_RECURRENCES = ('auto', 'numba', 'python')
+_numba_loops = _OptionalModule('gmamba_zoo.ops._numba_recurrence')
+
+
+def cpu_recurrence() -> str:
+    """Which loop runs the PyTorch scan's recurrences on CPU: ``'numba'`` or ``'python'``.
+
+    ``GMAMBA_ZOO_CPU_RECURRENCE`` chooses: ``auto`` (default: numba when it imports), ``numba`` (an error without it)
+    or ``python``. Results agree to float32 rounding; only the speed differs. Install numba with
+    ``pip install gmamba-zoo[cpu]``.
+    """
+    choice = os.environ.get(ENV_CPU_RECURRENCE, 'auto').lower()
+    if choice not in CPU_RECURRENCES:
+        raise ValueError(f'{ENV_CPU_RECURRENCE} must be one of {CPU_RECURRENCES}, got {choice!r}.')
+    if choice == 'python':
+        return 'python'
+    if _numba_loops.get() is None:
+        if choice == 'numba':
+            raise RuntimeError(f'{ENV_CPU_RECURRENCE}=numba but numba is not importable ({_numba_loops.error}). '
+                               'Install it with `pip install gmamba-zoo[cpu]`.')
+        return 'python'
+    return 'numba'
+
+
+# Above this many elements per step (B * N * D) the steps are memory-bound and PyTorch's multi-threaded operations
+# fill a chunk faster than the serial compiled loop, while dispatch no longer dominates (docs/scan-benchmark.md).
+_COMPILED_MAX_STEP = 16384
+
+
+def _loops_for(device: torch.device, step_elements: int):
+    """The compiled loops for steps of ``step_elements`` on ``device``, or None for PyTorch ops and the Python loop."""
+    if device.type != 'cpu' or step_elements > _COMPILED_MAX_STEP:
+        return None
+    return _numba_loops.module if cpu_recurrence() == 'numba' else None
+
 
 # exp(x) for x < -87.3 is a denormal float, and arithmetic on denormals is ~7x slower on x86 CPUs. Flooring the
 # log-decay dt*A at -80 keeps every decay a normal float; the decay it replaces is below exp(-80) = 1.8e-35, so each
@@ -182,7 +229,14 @@ class _Workspace:
 
     def __init__(self, count: int, chunk: int, b: int, n: int, d: int, device: torch.device):
         self.bufs = [torch.empty(chunk, b, n, d, device=device, dtype=torch.float32) for _ in range(count)]
-        self.steps = [buf.unbind(0) for buf in self.bufs]
+        self._steps: Optional[List[Tuple[Tensor, ...]]] = None
+
+    @property
+    def steps(self) -> List[Tuple[Tensor, ...]]:
+        """Per-step [B, N, D] views of each buffer, made on first use (a view costs about a microsecond)."""
+        if self._steps is None:
+            self._steps = [buf.unbind(0) for buf in self.bufs]
+        return self._steps
 
 
 # Auto chunk size: as many steps as fill about this many elements per [T, B, N, D] buffer (512 KiB: cache-sized).
@@ -195,34 +249,43 @@ def auto_chunk_size(step_elements: int) -> int:
     return int(min(max(2 ** (target.bit_length() - 1), 64), 1024))
 
 
-def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor, a_max: float) -> None:
+def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor, a_max: float,
+                loops=None) -> None:
     """Decays a_t = exp(dt_t A) into buffer 0 and states h_t into buffer 1 for one chunk.
 
     Args:
-        At: [N, D] float32 (A transposed).
+        At: [N, D] float32 (A transposed), contiguous.
         u: [n, B, D] float32.
         dt: [n, B, D] effective delta.
         Bc: [n, B, N].
         h0: [B, N, D] state before the chunk.
         a_max: max |A|, to tell whether the log-decay floor can be reached in this chunk.
+        loops: The compiled loops (:func:`_loops_for`), or None for PyTorch ops and the Python step loop.
     """
     n = u.shape[0]
     dec, hs = ws.bufs[0][:n], ws.bufs[1][:n]
-    torch.mul(dt.unsqueeze(2), At, out=dec)
+    if loops is not None:
+        loops.fill_chunk_(dec.numpy(), hs.numpy(), dt.numpy(), u.numpy(), At.numpy(), Bc.numpy())
+    else:
+        torch.mul(dt.unsqueeze(2), At, out=dec)
+        torch.mul((dt * u).unsqueeze(2), Bc.unsqueeze(3), out=hs)
     if float(dt.abs().max()) * a_max > -_LOG_DECAY_FLOOR:  # only then can a log-decay fall below the floor
         dec.clamp_min_(_LOG_DECAY_FLOOR)
     dec.exp_()
-    torch.mul((dt * u).unsqueeze(2), Bc.unsqueeze(3), out=hs)
+    if loops is not None:
+        loops.recurrence_forward_(hs.view(n, -1).numpy(), dec.view(n, -1).numpy(), h0.reshape(-1).numpy())
+        return
     dsteps, hsteps = ws.steps[0], ws.steps[1]
     hsteps[0].addcmul_(dsteps[0], h0)
     for t in range(1, n):
         hsteps[t].addcmul_(dsteps[t], hsteps[t - 1])
 
 
-def _sum_n(x: Tensor, w: Tensor) -> Tensor:
-    """sum_N x * w: x [n, B, N, D], w [n, B, N] -> [n, B, D]."""
+def _sum_n(x: Tensor, w: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """sum_N x * w: x [n, B, N, D], w [n, B, N] -> [n, B, D] (into ``out``, contiguous, when given)."""
     n, b, N, d = x.shape
-    return torch.bmm(w.reshape(n * b, 1, N), x.reshape(n * b, N, d)).view(n, b, d)
+    res = None if out is None else out.view(n * b, 1, d)
+    return torch.bmm(w.reshape(n * b, 1, N), x.reshape(n * b, N, d), out=res).view(n, b, d)
 
 
 def _sum_d(x: Tensor, w: Tensor) -> Tensor:
@@ -234,34 +297,38 @@ def _sum_d(x: Tensor, w: Tensor) -> Tensor:
 def _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: int) -> Tuple[Tensor, Tensor]:
     bsz, d, L = u.shape
     N = A.shape[1]
-    At = A.float().t()
+    At = A.float().t().contiguous()
     a_max = float(At.abs().max())
     n_chunks = -(-L // chunk)
     ws = _Workspace(2, min(chunk, L), bsz, N, d, u.device)
+    loops = _loops_for(u.device, bsz * N * d)
     ckpt = u.new_zeros((n_chunks + 1, bsz, N, d), dtype=torch.float32)  # state entering each chunk, and the last
-    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    # Time-major copies of the whole sequence, made once: per chunk only views are taken (backward, which must
+    # keep its peak memory low, converts one chunk at a time instead).
+    ut, _, dtt = _chunk_inputs(u, delta, delta_bias, softplus, 0, L)
+    Bt, Ct = _chunk_bc(B, 0, L), _chunk_bc(C, 0, L)
+    yt = u.new_empty((L, bsz, d), dtype=torch.float32)
     for k in range(n_chunks):
         t0, t1 = k * chunk, min((k + 1) * chunk, L)
-        uc, _, dt = _chunk_inputs(u, delta, delta_bias, softplus, t0, t1)
-        _fill_chunk(ws, At, uc, dt, _chunk_bc(B, t0, t1), ckpt[k], a_max)
-        ckpt[k + 1].copy_(ws.steps[1][t1 - t0 - 1])
-        y = _sum_n(ws.bufs[1][:t1 - t0], _chunk_bc(C, t0, t1))
-        if D is not None:
-            y = y.addcmul_(uc, D.float())
-        y = y.permute(1, 2, 0)
-        if z is not None:
-            y = y * F.silu(z[:, :, t0:t1].float())
-        out[:, :, t0:t1] = y
-    return out, ckpt
+        _fill_chunk(ws, At, ut[t0:t1], dtt[t0:t1], Bt[t0:t1], ckpt[k], a_max, loops)
+        ckpt[k + 1].copy_(ws.bufs[1][t1 - t0 - 1])
+        _sum_n(ws.bufs[1][:t1 - t0], Ct[t0:t1], out=yt[t0:t1])
+    if D is not None:
+        yt.addcmul_(ut, D.float())
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    if z is not None:
+        return torch.mul(yt.permute(1, 2, 0), F.silu(z.float()), out=out), ckpt
+    return out.copy_(yt.permute(1, 2, 0)), ckpt
 
 
 def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: bool, chunk: int):
     bsz, d, L = u.shape
     N = A.shape[1]
-    At = A.float().t()
+    At = A.float().t().contiguous()
     a_max = float(At.abs().max())
     n_chunks = ckpt.shape[0] - 1
     ws = _Workspace(4, min(chunk, L), bsz, N, d, u.device)  # decay, state, adjoint, scratch
+    loops = _loops_for(u.device, bsz * N * d)
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
     ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
     dB = torch.empty_like(B, memory_format=torch.contiguous_format)
@@ -277,7 +344,7 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
         n = t1 - t0
         uc, raw, dt = _chunk_inputs(u, delta, delta_bias, softplus, t0, t1)
         Bc, Cc = _chunk_bc(B, t0, t1), _chunk_bc(C, t0, t1)
-        _fill_chunk(ws, At, uc, dt, Bc, ckpt[k], a_max)
+        _fill_chunk(ws, At, uc, dt, Bc, ckpt[k], a_max, loops)
         dec, hs, gs, tmp = (buf[:n] for buf in ws.bufs)
         dy = dout[:, :, t0:t1].float().permute(2, 0, 1)
         if z is not None:
@@ -292,11 +359,14 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
         dC[..., t0:t1] = _sum_d(hs, dy)
         # adjoint recurrence: g_t = dy_t C_t + a_{t+1} g_{t+1}
         torch.mul(dy.unsqueeze(2), Cc.unsqueeze(3), out=gs)
-        gsteps, dsteps = ws.steps[2], ws.steps[0]
-        gsteps[n - 1].add_(carry)
-        for t in range(n - 2, -1, -1):
-            gsteps[t].addcmul_(dsteps[t + 1], gsteps[t + 1])
-        torch.mul(dsteps[0], gsteps[0], out=carry)
+        gs[n - 1].add_(carry)
+        if loops is not None:
+            loops.recurrence_reverse_(gs.view(n, -1).numpy(), dec.view(n, -1).numpy())
+        else:
+            gsteps, dsteps = ws.steps[2], ws.steps[0]
+            for t in range(n - 2, -1, -1):
+                gsteps[t].addcmul_(dsteps[t + 1], gsteps[t + 1])
+        torch.mul(dec[0], gs[0], out=carry)
         # P_t = g_t * a_t * h_{t-1}: the gradient with respect to dt_t * A
         p = dec.mul_(gs)
         p[1:].mul_(hs[:n - 1])
@@ -333,7 +403,7 @@ def _kernel_call(fn, *args):
 
 
 def _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, softplus: bool):
-    k = _load_kernel()
+    k = _cuda_kernel.get()
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
     z = z.contiguous() if z is not None else None
     D = D.contiguous() if D is not None else None
@@ -344,7 +414,7 @@ def _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, softplus: bool):
 
 
 def _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, x, y_pre, softplus: bool):
-    k = _load_kernel()
+    k = _cuda_kernel.get()
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
     z = z.contiguous() if z is not None else None
     D = D.contiguous() if D is not None else None
