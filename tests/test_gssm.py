@@ -144,3 +144,58 @@ def test_bad_input(x, match):
 def test_odd_width_rejected():
     with pytest.raises(ValueError, match='even'):
         GSSMMixer(15)
+
+
+@pytest.mark.parametrize('hw', [(9, 7), (16, 16)])
+def test_folded_fem_equals_layer_by_layer(hw, monkeypatch):
+    """The folded evaluation of FEM's linear layers computes the same function, with the same gradients."""
+    from gmamba_zoo.layers.gssm import FrequencyEncoding
+    torch.manual_seed(0)
+    fem = FrequencyEncoding(6)
+    with torch.no_grad():  # non-default band weights and biases, so every folded term matters
+        fem.low_weight.fill_(0.7)
+        fem.high_weight.fill_(-1.3)
+        for lin in (fem.low_proj, fem.high_proj, fem.fuse[0]):
+            lin.bias.normal_()
+    x = torch.randn(2, 6, *hw, requires_grad=True)
+    results = {}
+    for fold in (True, False):
+        monkeypatch.setattr(fem, 'fold', fold)
+        y = fem(x)
+        grads = torch.autograd.grad((y * torch.linspace(-1, 1, y.shape[-1])).sum(), [x, *fem.parameters()])
+        results[fold] = (y, *grads)
+    for a, b in zip(results[True], results[False]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(fem, 'fold', None)
+    calls = []
+    monkeypatch.setattr(fem, 'folded_weights', lambda orig=fem.folded_weights: calls.append(1) or orig())
+    fem(torch.randn(1, 6, 3, 3))  # 9 positions <= 2m = 12: layer by layer
+    assert not calls
+    fem(torch.randn(1, 6, 4, 4))  # 16 > 12: folded
+    assert calls
+
+
+def test_inplace_gelu():
+    from gmamba_zoo.layers.gssm import InplaceGELU
+    act, ref = InplaceGELU(), torch.nn.GELU()
+    x = torch.randn(4, 7)
+    with torch.no_grad():
+        h = x.clone()
+        y = act(h)
+    assert y.data_ptr() == h.data_ptr() and torch.equal(y, ref(x))  # inference: the input's memory is reused
+    with torch.inference_mode():
+        h = x.clone()
+        assert act(h).data_ptr() == h.data_ptr()
+    w = torch.randn(7, 7, requires_grad=True)
+    h = x @ w  # autograd needs h for GELU's gradient: it must stay intact
+    y = act(h)
+    assert y.data_ptr() != h.data_ptr()
+    (g,) = torch.autograd.grad(y.sum(), w)
+    assert torch.allclose(g, torch.autograd.grad(ref(x @ w).sum(), w)[0])
+    blk = GMambaBlock(8, layer_scale_init_value=1.0).eval()
+    x = torch.randn(1, 8, 5, 6)
+    with torch.no_grad():
+        out = blk(x)
+    blk.mlp.act = torch.nn.GELU()
+    with torch.no_grad():
+        assert torch.equal(out, blk(x))

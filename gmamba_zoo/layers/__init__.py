@@ -1,6 +1,6 @@
 from .gssm import (
-    FrequencyEncoding, FrequencyGuidedModulation, GMambaBlock, GSSMMixer, frequency_split, init_ssm_params,
-    low_band_mask,
+    FrequencyEncoding, FrequencyGuidedModulation, GMambaBlock, GSSMMixer, InplaceGELU, frequency_split,
+    init_ssm_params, low_band, low_band_mask,
 )
 from .gamba import (
     GAMBA_NO_WEIGHT_DECAY, GambaBlock, GambaCell, GatedFusion, MambaMixer, RegisterMHSA2d, resize_pos_embed_1d,

@@ -21,6 +21,13 @@ Choices where the paper is silent (see also the README):
     * The depthwise 1-D conv has kernel 3 and same (non-causal) padding, as the paper describes, so a scan-only mixer
       reaches one position ahead of its output in scan order, and no further.
     * No windowed variant is offered: the block is always global.
+
+Evaluation shortcut (same function, same parameters): FEM's band projections, band weights and the first fusion
+layer are all linear, and the high band is ``x - low``, so together they equal ``x @ Mx.T + low @ Ml.T + c`` with
+[2m, m] matrices folded from the parameters on every call (see :meth:`FrequencyEncoding.folded_weights`). That takes
+4m^2 multiply-adds per token instead of 8m^2, plus 4m^3 for the fold, so it is used when H*W > 2m (the early, large
+maps); smaller maps run the layers one by one. Gradients reach every parameter either way; the FLOP counter counts
+what runs.
 """
 from __future__ import annotations
 
@@ -36,8 +43,8 @@ from timm.layers import DropPath, LayerScale, Mlp
 from ..ops import autocast_off, selective_scan_fn
 
 __all__ = [
-    'frequency_split', 'low_band_mask', 'init_ssm_params', 'FrequencyEncoding', 'FrequencyGuidedModulation',
-    'GSSMMixer', 'GMambaBlock',
+    'frequency_split', 'low_band', 'low_band_mask', 'init_ssm_params', 'FrequencyEncoding', 'FrequencyGuidedModulation',
+    'GSSMMixer', 'GMambaBlock', 'InplaceGELU',
 ]
 
 
@@ -70,6 +77,16 @@ def low_band_mask(height: int, width: int, cutoff: float, device: Optional[torch
     return fh[:, None] & fw[None, :]
 
 
+def low_band(x: Tensor, cutoff: float = 0.25) -> Tensor:
+    """The low frequency band of a map (see :func:`frequency_split`), [..., H, W] float32."""
+    if not 0.0 < cutoff <= 0.5:
+        raise ValueError(f'frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
+    h, w = x.shape[-2:]
+    with autocast_off(x.device.type):
+        spec = torch.fft.rfft2(x.float(), norm='ortho')
+        return torch.fft.irfft2(spec * low_band_mask(h, w, cutoff, x.device), s=(h, w), norm='ortho')
+
+
 def frequency_split(x: Tensor, cutoff: float = 0.25) -> Tuple[Tensor, Tensor]:
     """Split a map into its low and high frequency bands with a 2-D real DFT, in float32.
 
@@ -80,18 +97,19 @@ def frequency_split(x: Tensor, cutoff: float = 0.25) -> Tuple[Tensor, Tensor]:
     Returns:
         ``(low, high)``, each [..., H, W] float32, with ``low + high == x``.
     """
-    if not 0.0 < cutoff <= 0.5:
-        raise ValueError(f'frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
-    h, w = x.shape[-2:]
+    low = low_band(x, cutoff)
     with autocast_off(x.device.type):
-        xf = x.float()
-        spec = torch.fft.rfft2(xf, norm='ortho')
-        low = torch.fft.irfft2(spec * low_band_mask(h, w, cutoff, x.device), s=(h, w), norm='ortho')
-    return low, xf - low
+        return low, x.float() - low
 
 
 class FrequencyEncoding(nn.Module):
-    """FEM: DFT band split, a linear map and a learned scalar weight per band, fusion MLP over [x, low, high]."""
+    """FEM: DFT band split, a linear map and a learned scalar weight per band, fusion MLP over [x, low, high].
+
+    Attributes:
+        fold: Whether to evaluate through :meth:`folded_weights`: ``None`` (default) when H*W > 2m, or True/False.
+    """
+
+    fold: Optional[bool] = None
 
     def __init__(self, dim: int, cutoff: float = 0.25):
         super().__init__()
@@ -102,13 +120,35 @@ class FrequencyEncoding(nn.Module):
         self.high_weight = nn.Parameter(torch.zeros(()))
         self.fuse = nn.Sequential(nn.Linear(3 * dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
 
+    def folded_weights(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """(Mx, Ml, c) with fuse[0]([x, s_l * low_proj(low), s_h * high_proj(x - low)]) = x Mx^T + low Ml^T + c.
+
+        With fuse[0]'s weight split as [W_x | W_l | W_h] by input block and s = sigmoid(band weight):
+        Mx = W_x + s_h W_h W_high, Ml = s_l W_l W_low - s_h W_h W_high, c = b + s_l W_l b_low + s_h W_h b_high.
+        """
+        with autocast_off(self.low_weight.device.type):  # fold in float32; the matmuls that use it may autocast
+            w_x, w_l, w_h = self.fuse[0].weight.chunk(3, dim=1)  # [2m, m] each
+            s_l, s_h = torch.sigmoid(self.low_weight), torch.sigmoid(self.high_weight)
+            w_high = s_h * torch.mm(w_h, self.high_proj.weight)
+            m_x = w_x + w_high
+            m_l = s_l * torch.mm(w_l, self.low_proj.weight) - w_high
+            c = self.fuse[0].bias + s_l * F.linear(self.low_proj.bias, w_l) + s_h * F.linear(self.high_proj.bias, w_h)
+        return m_x, m_l, c
+
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, m, H, W] -> F_freq [B, H*W, m] (tokens)."""
-        low, high = frequency_split(x, self.cutoff)
         tokens = lambda t: t.flatten(2).transpose(1, 2).to(x.dtype)  # [B, L, m]
-        low = self.low_proj(tokens(low)) * torch.sigmoid(self.low_weight)
-        high = self.high_proj(tokens(high)) * torch.sigmoid(self.high_weight)
-        return self.fuse(torch.cat([tokens(x), low, high], dim=-1))
+        m, area = x.shape[1], x.shape[-2] * x.shape[-1]
+        if self.fold if self.fold is not None else area > 2 * m:
+            low = low_band(x, self.cutoff)
+            m_x, m_l, c = self.folded_weights()
+            hidden = F.linear(tokens(x), m_x, c) + F.linear(tokens(low), m_l)
+        else:
+            low, high = frequency_split(x, self.cutoff)
+            low = self.low_proj(tokens(low)) * torch.sigmoid(self.low_weight)
+            high = self.high_proj(tokens(high)) * torch.sigmoid(self.high_weight)
+            hidden = self.fuse[0](torch.cat([tokens(x), low, high], dim=-1))
+        return self.fuse[2](self.fuse[1](hidden))
 
 
 class FrequencyGuidedModulation(nn.Module):
@@ -178,8 +218,8 @@ class GSSMMixer(nn.Module):
         """x: [B, H, W, C] -> [B, H, W, C]."""
         b, h, w, c = x.shape
         m, n, r = c // 2, self.d_state, self.dt_rank
-        xz = self.in_proj(x).reshape(b, h * w, c).transpose(1, 2)  # [B, C, L]
-        xz = F.silu(self.conv1d(xz))
+        xz = self.in_proj(x).reshape(b, h * w, c).transpose(1, 2).contiguous()  # [B, C, L]
+        xz = F.silu(self.conv1d(xz))  # (the CPU conv is slower on the transposed view than the copy costs)
         xs, z = xz.chunk(2, dim=1)  # [B, m, L] each
         x_tok = xs.transpose(1, 2)  # [B, L, m]
         if self.fem is not None:
@@ -191,6 +231,19 @@ class GSSMMixer(nn.Module):
             C.transpose(1, 2), self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         y = torch.cat([y.to(z.dtype), z], dim=1).transpose(1, 2)  # [B, L, C]
         return self.out_proj(y).reshape(b, h, w, c)
+
+
+class InplaceGELU(nn.GELU):
+    """``nn.GELU`` that overwrites its input when autograd will not need it (inference, or frozen layers).
+
+    In the block's MLP the input is the first linear layer's fresh output, so nothing else reads it; reusing it saves
+    the block's largest temporary, the [B, H, W, 4C] hidden map, with the same values.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        return torch.ops.aten.gelu_(x, approximate=self.approximate)
 
 
 class GMambaBlock(nn.Module):
@@ -213,7 +266,7 @@ class GMambaBlock(nn.Module):
             layer_scale_init_value: float = 0.0,
             drop_path: float = 0.0,
             norm_layer: Type[nn.Module] = nn.LayerNorm,
-            act_layer: Type[nn.Module] = nn.GELU,
+            act_layer: Type[nn.Module] = InplaceGELU,
             **mixer_kwargs,
     ):
         super().__init__()
