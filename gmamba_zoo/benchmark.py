@@ -1,7 +1,9 @@
 """Throughput and peak memory of the zoo's models beside their baselines; the GMamba-vs-attention scaling study.
 
-Every figure comes from a fresh child process (``python -m gmamba_zoo.benchmark --child SPEC``), so one
-measurement's allocator state cannot help or hurt the next.
+Every measurement runs in a fresh child process (``python -m gmamba_zoo.benchmark --child SPEC``), so one
+measurement's allocator state cannot help or hurt the next. A model and its baseline are timed in the same child,
+alternating iteration by iteration, so that the machine's speed drifting during the run (shared virtual machines
+lose up to a fifth of their CPU time to their neighbours at times) affects both alike and their ratio is fair.
 
 * Time: ``warmup`` untimed runs, then ``iters`` timed runs (``torch.cuda.synchronize`` around each on CUDA);
   the median is reported as latency and ``batch / median`` as throughput. ``fwd`` is inference (eval mode,
@@ -39,7 +41,10 @@ from .bench_scan import _proc_status
 from .bench_scan import machine as scan_machine
 from .cli import command
 
-__all__ = ['AttentionBlock', 'measure', 'add_arguments', 'run', 'main', 'LATENCY_TARGET', 'SCALING_TARGET']
+__all__ = [
+    'AttentionBlock', 'measure', 'measure_paired', 'measure_peak', 'add_arguments', 'run', 'main', 'LATENCY_TARGET',
+    'SCALING_TARGET',
+]
 
 LATENCY_TARGET = ('convnext_s_gmamba', 'convnext_small', 1.5)  # forward, batch 1, 224: at most 1.5x the baseline
 SCALING_TARGET = (128, 5.0)  # at 128 x 128 tokens: GMamba block >= 5x faster and >= 5x lighter than attention
@@ -94,14 +99,9 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tuple[int, ...]]:
     return AttentionBlock(dim, spec['heads'], impl=spec['block'].split('-', 1)[1]), (b, dim, g, g)
 
 
-def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
-    torch.manual_seed(0)
+def _prepare(spec: Dict[str, Any]) -> Callable[[], None]:
+    """Build the spec's module and input on its device; return one untimed step (forward, or forward+backward)."""
     device = torch.device(spec['device'])
-    if device.type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = spec['tf32']
-        torch.backends.cudnn.benchmark = True
-    from .ops import set_scan_backend
-    set_scan_backend(spec['scan_backend'])
     model, shape = _build(spec)
     fmt = torch.channels_last if spec['channels_last'] else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
@@ -109,7 +109,6 @@ def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
     train = spec['mode'] == 'fwd_bwd'
     model.train(train)
     dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[spec['amp']]
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), torch.set_grad_enabled(train):
@@ -118,18 +117,36 @@ def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
             out.float().sum().backward()
             model.zero_grad(set_to_none=True)
 
-    for _ in range(spec['warmup']):
-        step()
-    sync()
-    if spec['kind'] == 'time':
-        times = []
-        for _ in range(spec['iters']):
-            sync()
-            t = time.perf_counter()
+    return step
+
+
+def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
+    torch.manual_seed(0)
+    device = torch.device(spec['device'])
+    if device.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = spec['tf32']
+        torch.backends.cudnn.benchmark = True
+    from .ops import set_scan_backend
+    set_scan_backend(spec['scan_backend'])
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    names = spec.get('models', [spec.get('model')])
+    steps = [_prepare({**spec, 'model': n} if n else spec) for n in names]
+    for step in steps:
+        for _ in range(spec['warmup']):
             step()
-            sync()
-            times.append(time.perf_counter() - t)
-        return {'median_ms': statistics.median(times) * 1e3, 'min_ms': min(times) * 1e3}
+    sync()
+    if spec['kind'] == 'time':  # several models: timed in turn, iteration by iteration, so drift hits all alike
+        times: List[List[float]] = [[] for _ in steps]
+        for _ in range(spec['iters']):
+            for step, ts in zip(steps, times):
+                sync()
+                t = time.perf_counter()
+                step()
+                sync()
+                ts.append(time.perf_counter() - t)
+        res = [{'median_ms': statistics.median(ts) * 1e3, 'min_ms': min(ts) * 1e3} for ts in times]
+        return res[0] if 'models' not in spec else {'results': res}
+    step = steps[0]
     gc.collect()
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
@@ -142,6 +159,15 @@ def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
     base = _proc_status('VmRSS')
     step()
     return {'peak_mb': (_proc_status('VmHWM') - base) / 2 ** 20}
+
+
+def measure_paired(spec: Dict[str, Any], names: Sequence[str]) -> List[Dict[str, Any]]:
+    """Latency of several models timed in one child, alternating iteration by iteration (``spec`` as for
+    :func:`measure`, without ``model``). Returns one ``{'median_ms', 'min_ms', 'img_per_s'}`` per name."""
+    res = _spawn({**spec, 'kind': 'time', 'models': list(names)})['results']
+    for r in res:
+        r['img_per_s'] = spec['batch'] / r['median_ms'] * 1e3
+    return res
 
 
 def measure(spec: Dict[str, Any], memory: bool = True) -> Dict[str, Any]:
@@ -158,10 +184,15 @@ def measure(spec: Dict[str, Any], memory: bool = True) -> Dict[str, Any]:
     """
     res = _spawn({**spec, 'kind': 'time'})
     res['img_per_s'] = spec['batch'] / res['median_ms'] * 1e3
-    res['peak_mb'] = None
-    if memory and (spec['device'].startswith('cuda') or sys.platform.startswith('linux')):
-        res['peak_mb'] = _spawn({**spec, 'kind': 'memory', 'warmup': min(spec['warmup'], 1)})['peak_mb']
+    res['peak_mb'] = measure_peak(spec) if memory else None
     return res
+
+
+def measure_peak(spec: Dict[str, Any]) -> Optional[float]:
+    """Peak memory (MB) of one step of a spec in a fresh child; None where it cannot be measured."""
+    if not (spec['device'].startswith('cuda') or sys.platform.startswith('linux')):
+        return None
+    return _spawn({**spec, 'kind': 'memory', 'warmup': min(spec['warmup'], 1)})['peak_mb']
 
 
 def _spawn(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -189,12 +220,12 @@ def machine(device: str) -> Dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace, device: str) -> Dict[str, Any]:
-    from .ops import cuda_kernel_available, resolve_scan_backend
+    from .ops import cpu_recurrence, cuda_kernel_available, resolve_scan_backend
     return {
         'device': device, 'warmup': args.warmup, 'iters': args.iters, 'channels_last': args.channels_last,
         'tf32': bool(args.tf32), 'amp': args.amp, 'scan_backend': args.scan_backend,
         'scan_backend_resolved': resolve_scan_backend(device, args.scan_backend),
-        'mamba_ssm_kernel': cuda_kernel_available(),
+        'mamba_ssm_kernel': cuda_kernel_available(), 'cpu_recurrence': cpu_recurrence(),
     }
 
 
@@ -202,7 +233,8 @@ def _settings_line(s: Dict[str, Any]) -> str:
     tf32 = (f"TF32 {'on' if s['tf32'] else 'off'} (matmul and cuDNN)" if s['device'].startswith('cuda')
             else 'TF32 n/a (CPU)')
     return (f"device {s['device']}; {tf32}; channels_last {'on' if s['channels_last'] else 'off'}; "
-            f"autocast {s['amp']}; scan backend {s['scan_backend_resolved']} (requested {s['scan_backend']}); "
+            f"autocast {s['amp']}; scan backend {s['scan_backend_resolved']} (requested {s['scan_backend']}), "
+            f"CPU step loop {s['cpu_recurrence']}; "
             f"warm-up {s['warmup']}, timed iterations {s['iters']} (median)")
 
 
@@ -223,22 +255,24 @@ def run_models(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[st
     todo: List[str] = []
     for m, b in pairs:
         todo += [n for n in (m, b) if n and n not in todo]
-    jobs = [(n, mode) for n in todo for mode in args.modes]
-    results: Dict[Tuple[str, str], Dict[str, Any]] = {}
-    for i, (n, mode) in enumerate(jobs, 1):
-        spec = {**base, 'model': n, 'size': list(args.img_size), 'batch': args.batch_size, 'mode': mode}
-        r = measure(spec, memory=not args.no_memory)
-        results[(n, mode)] = r
-        log(f"[{i}/{len(jobs)}] {n} {mode} batch {args.batch_size} {args.img_size[0]}x{args.img_size[1]}: "
-            f"{r['median_ms']:.1f} ms, {r['img_per_s']:.1f} img/s, peak {_fmt_mem(r['peak_mb'])} MB")
+    size = {'size': list(args.img_size), 'batch': args.batch_size}
+    peaks: Dict[Tuple[str, str], Optional[float]] = {}
+    if not args.no_memory:
+        jobs = [(n, mode) for n in todo for mode in args.modes]
+        for i, (n, mode) in enumerate(jobs, 1):
+            peaks[(n, mode)] = p = measure_peak({**base, **size, 'model': n, 'mode': mode})
+            log(f"[memory {i}/{len(jobs)}] {n} {mode}: peak {_fmt_mem(p)} MB")
     rows = []
-    for m, b in pairs:
-        for mode in args.modes:
-            r, rb = results[(m, mode)], results.get((b, mode)) if b else None
-            rows.append({'model': m, 'baseline': b, 'mode': mode, **r,
-                         'baseline_median_ms': rb and rb['median_ms'], 'baseline_img_per_s': rb and rb['img_per_s'],
-                         'baseline_peak_mb': rb and rb['peak_mb'],
-                         'latency_ratio': rb and r['median_ms'] / rb['median_ms']})
+    jobs = [(m, b, mode) for m, b in pairs for mode in args.modes]
+    for i, (m, b, mode) in enumerate(jobs, 1):
+        r, *rb = measure_paired({**base, **size, 'mode': mode}, [m] + ([b] if b else []))
+        rb = rb[0] if rb else None
+        log(f"[time {i}/{len(jobs)}] {m} {mode} batch {args.batch_size} {args.img_size[0]}x{args.img_size[1]}: "
+            f"{r['median_ms']:.1f} ms" + (f"; {b} {rb['median_ms']:.1f} ms" if rb else ''))
+        rows.append({'model': m, 'baseline': b, 'mode': mode, **r, 'peak_mb': peaks.get((m, mode)),
+                     'baseline_median_ms': rb and rb['median_ms'], 'baseline_img_per_s': rb and rb['img_per_s'],
+                     'baseline_peak_mb': peaks.get((b, mode)),
+                     'latency_ratio': rb and r['median_ms'] / rb['median_ms']})
     return rows
 
 
@@ -330,7 +364,8 @@ def markdown(rep: Dict[str, Any], command: str) -> str:
              'no_grad); `fwd_bwd` is a training step without the optimizer (train mode, `out.sum().backward()`). '
              'Peak memory is above the model weights and the input, for one run: `torch.cuda.max_memory_allocated` '
              'on CUDA, the peak resident set (VmHWM, reset through /proc/self/clear_refs, glibc mmap threshold 64 KiB) '
-             'on CPU. Each figure comes from a fresh process.', '']
+             'on CPU. Each memory figure comes from a fresh process; a model and its baseline are timed in one '
+             'process, alternating iteration by iteration, so that drift in the machine\'s speed hits both alike.', '']
     if rep['models']:
         b, (h, w) = rep['batch_size'], rep['img_size']
         lines += [f'## Models (batch {b}, {h}x{w})', '',
