@@ -28,6 +28,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .cli import script_main
+
 __all__ = ['CONFIGS', 'add_arguments', 'run', 'main']
 
 # label -> (batch, dim, d_state, length); 'S1' is the speed target, 'M' the memory target (a detection-size map)
@@ -218,9 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         res = _child_time(cfg, impl, int(repeats)) if kind == 'time' else _child_memory(cfg, impl)
         print(json.dumps(res))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == '__main__':

@@ -39,7 +39,7 @@ from torch import nn
 
 from .bench_scan import _proc_status
 from .bench_scan import machine as scan_machine
-from .cli import command
+from .cli import command, script_main
 
 __all__ = [
     'AttentionBlock', 'measure', 'measure_paired', 'measure_peak', 'add_arguments', 'run', 'main', 'LATENCY_TARGET',
@@ -471,11 +471,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ['--child']:
         print(json.dumps(_child(json.loads(argv[1]))))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.argv = list(argv)
-    return run(args)
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == '__main__':

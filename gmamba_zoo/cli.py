@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 from . import list_models
 from .ops import cuda_kernel_available, resolve_scan_backend
 
-__all__ = ['main', 'model_info']
+__all__ = ['main', 'model_info', 'command', 'script_main']
 
 _COMMANDS: Dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
 # modules whose @command functions add subcommands (one line each)
@@ -46,6 +46,19 @@ def command(name: str):
         _COMMANDS[name] = fn
         return fn
     return wrap
+
+
+def script_main(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], int], argv: Optional[List[str]] = None,
+                prog: Optional[str] = None) -> int:
+    """The ``main()`` of a module that is also a script: parse ``argv`` (default ``sys.argv[1:]``) with the module's
+    arguments and run it. ``args.argv`` keeps the arguments, for reports that quote the command that made them."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog=prog, description=description.split('\n')[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return run(args)
 
 
 def _check_name(name: str) -> None:

@@ -45,7 +45,7 @@ import torch
 from fvcore.nn import jit_handles as jh
 from torch import nn
 
-from .cli import command
+from .cli import command, script_main
 
 __all__ = [
     'FLOP_HANDLES', 'SHAPE_OPS', 'ELEMENTWISE_OPS', 'FLOP_FREE_OPS', 'SkippedOpsError', 'ZooFlopCountAnalysis',
@@ -634,12 +634,7 @@ def _flops_cmd(parser: argparse.ArgumentParser):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.argv = list(argv)
-    return run(args)
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == '__main__':

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .cli import command
+from .cli import command, script_main
 
 __all__ = [
     'CITATIONS', 'WeightsSource', 'CheckpointMismatchError', 'read_checkpoint', 'load_checkpoint_into', 'build_model',
@@ -704,7 +704,7 @@ def run(args: argparse.Namespace) -> int:
                              commit_message=args.commit_message)
         print(f'uploaded to https://huggingface.co/{args.repo_id}: {getattr(info, "commit_url", info)}')
     elif args.repo_id:
-        print(f'dry run: nothing uploaded; upload with the same command without --dry-run')
+        print('dry run: nothing uploaded; upload with the same command without --dry-run')
     return 0
 
 
@@ -716,9 +716,7 @@ def _push_to_hub_cmd(parser: argparse.ArgumentParser) -> Callable[[argparse.Name
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='push_to_hub.py', description=__doc__.split('\n')[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv, prog='push_to_hub.py')
 
 
 if __name__ == '__main__':

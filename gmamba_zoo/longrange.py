@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cli import command
+from .cli import command, script_main
 from .layers import GMambaBlock
 
 __all__ = ['PALETTE', 'make_corner_task', 'TinyNet', 'build_model', 'receptive_field', 'train_and_evaluate',
@@ -439,9 +439,7 @@ def _longrange_cmd(parser: argparse.ArgumentParser):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    add_arguments(parser)
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == '__main__':

@@ -44,7 +44,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .cli import command
+from .cli import command, script_main
 
 __all__ = ['add_arguments', 'train', 'run', 'main', 'save_checkpoint', 'load_checkpoint', 'CHECKPOINT_DIR']
 
@@ -436,9 +436,7 @@ def _train_cmd(parser: argparse.ArgumentParser):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    add_arguments(parser)
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == '__main__':

@@ -80,7 +80,7 @@ def low_band_mask(height: int, width: int, cutoff: float, device: Optional[torch
 def low_band(x: Tensor, cutoff: float = 0.25) -> Tensor:
     """The low frequency band of a map (see :func:`frequency_split`), [..., H, W] float32."""
     if not 0.0 < cutoff <= 0.5:
-        raise ValueError(f'frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
+        raise ValueError(f'low_band / frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
     h, w = x.shape[-2:]
     with autocast_off(x.device.type):
         spec = torch.fft.rfft2(x.float(), norm='ortho')
