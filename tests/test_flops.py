@@ -203,3 +203,21 @@ def test_scaling_summary_crossover_and_targets():
     assert ok and '6.0x faster' in checks[0] and 'met' in checks[0]
     rows[-1]['sdpa_mem_ratio'] = 2.0
     assert not bench.check_targets([], rows, (224, 224), 1)[1]
+
+
+def test_paired_timing_alternates_model_and_baseline(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, '_prepare', lambda spec: (lambda: calls.append(spec['model'])))
+    r = bench._child({**SPEC, 'kind': 'time', 'mode': 'fwd', 'models': ['a', 'b'], 'size': [8, 8], 'iters': 3,
+                      'warmup': 1})
+    assert calls == ['a', 'b'] + ['a', 'b'] * 3  # warm-up each, then one timed run of each per iteration
+    assert len(r['results']) == 2 and all(x['median_ms'] >= 0 for x in r['results'])
+
+
+def test_benchmark_rows_pair_a_model_with_its_baseline(tmp_path):
+    out = tmp_path / 'bench.md'
+    bench.main(['--what', 'models', '--models', 'resnet18_gmamba', '--img-size', '32', '32', '--modes', 'fwd',
+                '--iters', '1', '--warmup', '0', '--no-memory', '--out', str(out)])
+    row = json.loads(out.with_suffix('.json').read_text())['models'][0]
+    assert row['baseline'] == 'resnet18' and row['baseline_median_ms'] > 0
+    assert row['latency_ratio'] == pytest.approx(row['median_ms'] / row['baseline_median_ms'])
