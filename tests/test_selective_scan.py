@@ -1,4 +1,5 @@
 """The selective scan against a sequential-loop oracle, its backends, its custom op and its errors."""
+import os
 import warnings
 
 import pytest
@@ -272,3 +273,46 @@ class TestErrors:
     def test_bad_chunk(self):
         with pytest.raises(ValueError, match='chunk_size'):
             selective_scan_fn(**self.base(), chunk_size=0)
+
+
+_FIRST_CALL_THREADS = r'''
+import sys, threading, torch
+from gmamba_zoo.ops import selective_scan_fn, selective_scan_ref
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+ins = [dict(u=torch.randn(2, 64, 300, generator=g), delta=torch.rand(2, 64, 300, generator=g),
+            A=-torch.rand(64, 16, generator=g), B=torch.randn(2, 16, 300, generator=g),
+            C=torch.randn(2, 16, 300, generator=g), D=torch.randn(64, generator=g)) for _ in range(6)]
+out, barrier = [None] * 6, threading.Barrier(6)
+def first_scan(i):
+    barrier.wait()
+    try:
+        out[i] = selective_scan_fn(**ins[i], delta_softplus=True)
+    except Exception as e:
+        out[i] = e
+threads = [threading.Thread(target=first_scan, args=(i,)) for i in range(6)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+for i, y in enumerate(out):
+    if isinstance(y, Exception):
+        sys.exit(f'thread {i}: {y!r}')
+    ref = selective_scan_ref(**ins[i], delta_softplus=True)
+    err = float((y - ref).abs().max() / ref.abs().max())
+    if err > 1e-5:
+        sys.exit(f'thread {i}: relative error {err:.3g}')
+print('ok')
+'''
+
+
+@pytest.mark.parametrize('choice', ['numba', 'auto'])
+def test_first_scans_from_several_threads_at_once(choice):
+    """Threads making their first scan together in a fresh process (the lazy numba import races) all get the oracle's
+    values, and none an error."""
+    import subprocess
+    import sys
+    if choice == 'numba':
+        pytest.importorskip('numba')
+    env = dict(os.environ, **{ss.ENV_CPU_RECURRENCE: choice})
+    res = subprocess.run([sys.executable, '-c', _FIRST_CALL_THREADS], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == 'ok', res.stderr[-2000:]

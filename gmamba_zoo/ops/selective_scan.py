@@ -103,14 +103,19 @@ class _OptionalModule:
 
     def __init__(self, name: str):
         self.name, self.module, self.error, self.probed = name, None, None, False
+        self._lock = threading.Lock()
 
     def get(self):
         if not self.probed:
-            self.probed = True
-            try:
-                self.module = importlib.import_module(self.name)
-            except Exception as e:
-                self.module, self.error = None, f'{type(e).__name__}: {e}'
+            # Threads making their first scan together must all wait for the one import: ``probed`` is set only once
+            # ``module``/``error`` hold its outcome, else a second thread reads "probed, no module" mid-import.
+            with self._lock:
+                if not self.probed:
+                    try:
+                        self.module = importlib.import_module(self.name)
+                    except Exception as e:
+                        self.module, self.error = None, f'{type(e).__name__}: {e}'
+                    self.probed = True
         return self.module
 
 
