@@ -1,18 +1,8 @@
 """``gmamba-zoo``: the package's command line.
 
-Subcommands (``gmamba-zoo --help`` lists them all):
-    list         every model this package registers with timm
-    info NAME    params, feature channels and strides, scan backend and default config of one model
-    bench-scan   the selective-scan speed and memory benchmark (``scripts/bench_scan.py``)
-    flops        params, GFLOPs, feature channels and strides of every model (``scripts/report_flops.py``)
-    benchmark    throughput and peak memory, and the GMamba-vs-attention scaling study (``scripts/benchmark.py``)
-    erf NAME     effective receptive field heat maps: GMamba model vs plain backbone vs scan-only (PNG)
-    criterion NAME  the paper's gradient criterion of global perception on a model's feature map
-    longrange    the long-range (corner-colour) benchmark (``scripts/longrange.py``)
-    train        fine-tune on an ImageFolder data set, single process or DDP under torchrun (``scripts/train.py``)
-
-A module adds a subcommand by decorating a function with :func:`command` and being named in
-``_COMMAND_MODULES``; modules are imported only when the parser is built, so ``import gmamba_zoo`` stays light.
+The top of the house (docs/architecture.md): it only parses arguments and calls the application that does the
+work; nothing imports it. Each subcommand names the module that adds its arguments and runs it, and only that module
+is imported, so ``gmamba-zoo list`` does not load the FLOP counter, the benchmarks or fvcore.
 """
 from __future__ import annotations
 
@@ -20,134 +10,123 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
-from . import list_models
-from .ops import cuda_kernel_available, resolve_scan_backend
-
-__all__ = ['main', 'model_info', 'command', 'script_main']
-
-_COMMANDS: Dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
-# modules whose @command functions add subcommands (one line each)
-_COMMAND_MODULES: List[str] = [
-    'gmamba_zoo.hub',  # push-to-hub
-    'gmamba_zoo.analysis',  # erf, criterion
-    'gmamba_zoo.longrange',  # longrange
-    'gmamba_zoo.flops',  # flops
-    'gmamba_zoo.benchmark',  # benchmark
-    'gmamba_zoo.train',  # train
-]
+__all__ = ['main', 'build_parser', 'COMMANDS']
 
 
-def command(name: str):
-    """Register a subcommand: the decorated function adds its arguments to the parser it is given and returns the
-    handler, ``handler(args) -> exit code``. Its docstring is the subcommand's help."""
-    def wrap(fn):
-        _COMMANDS[name] = fn
-        return fn
-    return wrap
+class Command(NamedTuple):
+    """A subcommand: ``module.add(parser)`` adds its arguments, ``module.run(args)`` returns the exit code."""
+    module: str
+    help: str
+    add: str = 'add_arguments'
+    run: str = 'run'
 
 
-def script_main(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-                run: Callable[[argparse.Namespace], int], argv: Optional[List[str]] = None,
-                prog: Optional[str] = None) -> int:
-    """The ``main()`` of a module that is also a script: parse ``argv`` (default ``sys.argv[1:]``) with the module's
-    arguments and run it. ``args.argv`` keeps the arguments, for reports that quote the command that made them."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog=prog, description=description.split('\n')[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    return run(args)
+COMMANDS: Dict[str, Command] = {
+    'list': Command('gmamba_zoo.cli', 'every model this package registers with timm', '_add_list', '_run_list'),
+    'info': Command('gmamba_zoo.cli', 'params, feature channels and strides, scan backend and default config of one '
+                    'model', '_add_info', '_run_info'),
+    'flops': Command('gmamba_zoo.flops.counter', 'params, GFLOPs (fvcore), feature channels and strides of every model '
+                     'and its baseline'),
+    'benchmark': Command('gmamba_zoo.bench.models', 'throughput and peak memory of the models and their baselines; '
+                         'GMamba block vs attention scaling study'),
+    'bench-scan': Command('gmamba_zoo.bench.scan', 'speed and memory of the selective scan against a sequential loop'),
+    'bench-compile': Command('gmamba_zoo.bench.compile', 'torch.compile against eager for one model'),
+    'push-to-hub': Command('gmamba_zoo.hub.publish', 'export a model (its own, pretrained or checkpoint weights) as a '
+                           'Hub folder with a model card; upload it'),
+    'erf': Command('gmamba_zoo.analysis.perception', 'effective receptive field heat maps (PNG) of a GMamba model, '
+                   'its plain backbone and a scan-only variant', 'add_erf_arguments', 'run_erf'),
+    'criterion': Command('gmamba_zoo.analysis.perception', "the paper's gradient criterion (does every output depend "
+                         "on every input position?) for a model's features", 'add_criterion_arguments',
+                         'run_criterion'),
+    'longrange': Command('gmamba_zoo.analysis.longrange', 'long-range benchmark: a CNN, the same with GMamba blocks '
+                         'and a scan-only variant on the corner-colour task'),
+    'train': Command('gmamba_zoo.train.finetune', 'fine-tune a model on an ImageFolder data set (single process, or '
+                     'DDP under torchrun)'),
+}
 
 
-def _check_name(name: str) -> None:
-    models = list_models()
-    if name not in models:
-        raise SystemExit(f"gmamba-zoo: unknown model {name!r}; `gmamba-zoo list` shows the {len(models)} models.")
-
-
-def model_info(name: str) -> dict:
-    """What ``gmamba-zoo info`` prints, as a dict: params, feature channels/strides and the default config."""
-    import timm
-    _check_name(name)
-    model = timm.create_model(name, pretrained=False)
-    cfg = model.pretrained_cfg
-    feats = model.feature_info
-    feats = feats.get_dicts() if hasattr(feats, 'get_dicts') else feats
-    return {
-        'name': name,
-        'params_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        'num_features': model.num_features,
-        'feature_channels': [f['num_chs'] for f in feats],
-        'feature_strides': [f['reduction'] for f in feats],
-        'feature_modules': [f['module'] for f in feats],
-        'scan_backend_cpu': resolve_scan_backend('cpu'),
-        'cuda_kernel_available': cuda_kernel_available(),
-        'default_cfg': {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool, tuple, list, type(None)))},
-    }
-
-
-@command('list')
-def _list_cmd(parser: argparse.ArgumentParser):
-    """Every model this package registers with timm."""
+def _add_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', action='store_true', help='print a JSON list')
 
-    def run(args):
-        names = list_models()
-        print(json.dumps(names) if args.json else '\n'.join(names))
-        return 0
-    return run
+
+def _run_list(args: argparse.Namespace) -> int:
+    from gmamba_zoo.models import list_models
+    names = list_models()
+    print(json.dumps(names) if args.json else '\n'.join(names))
+    return 0
 
 
-@command('info')
-def _info_cmd(parser: argparse.ArgumentParser):
-    """Params, feature channels and strides, and the default config of one model."""
+def _add_info(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('name', help='a model name from `gmamba-zoo list`')
     parser.add_argument('--json', action='store_true', help='print JSON')
 
-    def run(args):
+
+def _run_info(args: argparse.Namespace) -> int:
+    from gmamba_zoo.models.info import model_info
+    try:
         info = model_info(args.name)
-        if args.json:
-            print(json.dumps(info, indent=2, default=str))
-            return 0
-        print(f"{info['name']}: {info['params_m']:.3f} M params, {info['num_features']} final features")
-        print(f"  feature channels: {info['feature_channels']}")
-        print(f"  feature strides:  {info['feature_strides']}")
-        print(f"  scan backend: {info['scan_backend_cpu']} on CPU; mamba-ssm kernel importable: "
-              f"{info['cuda_kernel_available']}")
-        print('  default config:')
-        for k, v in info['default_cfg'].items():
-            print(f'    {k}: {v}')
+    except KeyError as e:
+        raise SystemExit(f'gmamba-zoo: {e.args[0]}') from None
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
         return 0
-    return run
+    print(f"{info['name']}: {info['params_m']:.3f} M params, {info['num_features']} final features")
+    print(f"  feature channels: {info['feature_channels']}")
+    print(f"  feature strides:  {info['feature_strides']}")
+    print(f"  scan backend: {info['scan_backend_cpu']} on CPU; mamba-ssm kernel importable: "
+          f"{info['cuda_kernel_available']}")
+    print('  default config:')
+    for k, v in info['default_cfg'].items():
+        print(f'    {k}: {v}')
+    return 0
 
 
-@command('bench-scan')
-def _bench_scan_cmd(parser: argparse.ArgumentParser):
-    """Speed and memory of the pure-PyTorch selective scan against a sequential loop."""
-    from .bench_scan import add_arguments, run
-    add_arguments(parser)
-    return run
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: help that already states its default is left as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ''
+        if 'default' in help_text or action.default in (None, False, argparse.SUPPRESS):
+            return help_text
+        return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='gmamba-zoo', description=__doc__.split('\n')[0])
-    sub = parser.add_subparsers(dest='command', required=True)
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module)
-    for name, add in _COMMANDS.items():
-        p = sub.add_parser(name, help=(add.__doc__ or '').strip() or None)
-        p.set_defaults(handler=add(p))
+def _functions(name: str) -> tuple:
+    cmd = COMMANDS[name]
+    module = sys.modules[__name__] if cmd.module == __name__ else importlib.import_module(cmd.module)
+    return getattr(module, cmd.add), getattr(module, cmd.run)
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The parser; only the subcommand named in ``argv`` (default ``sys.argv[1:]``) gets its arguments and imports
+    its module, the others are listed by name and help."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith('-')), None)
+    parser = argparse.ArgumentParser(
+        prog='gmamba-zoo', description='timm-compatible global-perception state-space backbones: GMamba, vGamba.')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help[0].upper() + cmd.help[1:] + '.',
+                           formatter_class=_HelpFormatter)
+        if name == chosen:
+            add, run = _functions(name)
+            add(p)
+            for action in p._actions:  # an option without help still shows its default
+                if action.help is None and action.option_strings and action.default not in (None, False):
+                    action.help = 'default: %(default)s'
+            p.set_defaults(handler=run)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``gmamba-zoo`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    args.argv = argv[argv.index(args.command) + 1:]  # quoted by the reports that record the command that made them
     return args.handler(args)
 
 
 if __name__ == '__main__':
-    # run as `python -m gmamba_zoo.cli`: use the package's module, where the command modules register themselves
-    from gmamba_zoo.cli import main as _package_main
-    sys.exit(_package_main())
+    sys.exit(main())

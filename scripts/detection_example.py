@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from gmamba_zoo.detection import build_detector
+from gmamba_zoo.integrations.detection import build_detector
 
 
 def synthetic_batch(n: int, size: int, num_classes: int, seed: int = 0):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Effective receptive field maps: ``python scripts/erf.py resnet18_gmamba --size 224 --out docs``.
 
-The code lives in :mod:`gmamba_zoo.analysis` so that ``gmamba-zoo erf`` runs the same thing.
+The code lives in :mod:`gmamba_zoo.analysis.perception` so that ``gmamba-zoo erf`` runs the same thing.
 """
 import sys
 

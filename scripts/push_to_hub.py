@@ -4,12 +4,12 @@
     python scripts/push_to_hub.py resnet50_gmamba --checkpoint output/train/model_best.pth.tar --blocks-trained \\
         --num-classes 6 --repo-id my-org/resnet50_gmamba.vaihingen --dry-run
 
-The code lives in :mod:`gmamba_zoo.hub` so that ``gmamba-zoo push-to-hub`` runs the same thing; ``--help`` lists the
+The code lives in :mod:`gmamba_zoo.hub.publish` so that ``gmamba-zoo push-to-hub`` runs the same thing; ``--help`` lists the
 options.
 """
 import sys
 
-from gmamba_zoo.hub import main
+from gmamba_zoo.cli import main
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(['push-to-hub'] + sys.argv[1:]))

@@ -16,7 +16,8 @@ from timm.optim import create_optimizer_v2
 
 import gmamba_zoo
 from gmamba_zoo.layers import GMambaBlock
-from gmamba_zoo.models.gmamba import GMAMBA_VARIANTS, gmamba_model_card
+from gmamba_zoo.hub.card import model_family, pretrained_weights
+from gmamba_zoo.models.variants import GMAMBA_VARIANTS
 from hub_cache import put_in_hub_cache
 
 SLOW = pytest.mark.skipif(not os.environ.get('GMAMBA_ZOO_SLOW_TESTS'), reason='set GMAMBA_ZOO_SLOW_TESTS=1')
@@ -55,14 +56,15 @@ def test_registered_with_timm_and_zoo():
     assert set(ALL) <= set(timm.list_models('*_gmamba'))
     assert {'resnet18_gmamba', 'resnet34_gmamba', 'resnet50_gmamba', 'resnet101_gmamba', 'convnext_t_gmamba',
             'convnext_s_gmamba', 'convnext_b_gmamba', 'swin_t_gmamba', 'swin_s_gmamba'} <= set(ALL)
-    for name, (_, depths, _) in GMAMBA_VARIANTS.items():
-        assert depths == ((1, 1, 1, 0) if name in ('resnet50_gmamba', 'resnet101_gmamba') else (2, 2, 2, 1)), name
+    for name, variant in GMAMBA_VARIANTS.items():
+        detection = name in ('resnet50_gmamba', 'resnet101_gmamba')
+        assert variant.depths == ((1, 1, 1, 0) if detection else (2, 2, 2, 1)), name
 
 
 @pytest.mark.parametrize('name', ALL)
 def test_every_model_builds_with_paper_depths_cfg_and_feature_info(name):
     """Structure only, on the meta device (no init, no compute); one model per family runs for real below."""
-    base, depths, _ = GMAMBA_VARIANTS[name]
+    base, depths = GMAMBA_VARIANTS[name].base, GMAMBA_VARIANTS[name].depths
     with torch.device('meta'):
         model = timm.create_model(name)
         plain = timm.create_model(base)
@@ -229,14 +231,14 @@ def test_pretrained_tags_point_at_timm_hub_weights():
     for full in tags:
         name, tag = full.split('.', 1)
         assert tag.endswith('_untrained_gmamba'), full
-        base, _, base_tags = GMAMBA_VARIANTS[name]
+        base = GMAMBA_VARIANTS[name].base
         base_cfg = get_pretrained_cfg(f'{base}.{tag[:-len("_untrained_gmamba")]}')  # exists in timm's registry
         cfg = get_pretrained_cfg(full)
         assert base_cfg is not None and base_cfg.hf_hub_id and cfg.hf_hub_id == base_cfg.hf_hub_id, full
         assert cfg.hf_hub_filename == 'model.safetensors' and not cfg.url
         assert (cfg.mean, cfg.std, cfg.input_size) == (base_cfg.mean, base_cfg.std, base_cfg.input_size)
         assert 'untrained' in cfg.description and any('untrained' in n for n in cfg.notes)
-        assert 'GMamba blocks are untrained' in gmamba_model_card(full)['description']
+        assert 'GMamba blocks are untrained' in pretrained_weights(full).statement(model_family(name))
 
 
 def plain_checkpoint(base: str, hub_id: str, mutate=None, **kwargs) -> torch.nn.Module:

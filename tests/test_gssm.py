@@ -199,3 +199,35 @@ def test_inplace_gelu():
     blk.mlp.act = torch.nn.GELU()
     with torch.no_grad():
         assert torch.equal(out, blk(x))
+
+
+def test_both_mixers_configure_one_ssm_core():
+    """GSSM and Mamba are one SelectiveSSM: GSSM convs and concatenates z, Mamba convs x only and gates the scan."""
+    from gmamba_zoo.layers import MambaMixer, SelectiveSSM
+    gssm, mamba = GSSMMixer(16), MambaMixer(12, expand=2)
+    assert isinstance(gssm, SelectiveSSM) and isinstance(mamba, SelectiveSSM)
+    config = lambda m: (m.conv1d.in_channels, m.conv1d.padding, m.out_proj.in_features, m.gate)  # noqa: E731
+    assert config(gssm) == (16, (1,), 16, 'concat') and config(mamba) == (24, (3,), 24, 'scan')
+    # the front end's modules sit between the conv and x_proj, as in checkpoints (and optimizer states) saved before
+    names = [n for n, _ in gssm.named_children()]
+    assert names == ['in_proj', 'conv1d', 'fem', 'fgmm', 'x_proj', 'dt_proj', 'out_proj']
+    assert GSSMMixer(16, frequency_path=False).fem is None
+
+
+def test_selective_ssm_scans_any_positional_shape_in_raster_order():
+    from gmamba_zoo.layers import SelectiveSSM
+    torch.manual_seed(0)
+    core = SelectiveSSM(8, 16, d_state=4, d_conv=3, causal=False, conv_z=True, gate='concat').double()
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(core(x), core(x.reshape(2, 15, 8)).reshape(2, 3, 5, 8), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(d_conv=4, causal=False), 'odd'),
+    (dict(d_conv=0, causal=True), '>= 1'),
+    (dict(gate='mul'), 'gate'),
+])
+def test_selective_ssm_rejects_bad_config(kwargs, match):
+    from gmamba_zoo.layers import SelectiveSSM
+    with pytest.raises(ValueError, match=match):
+        SelectiveSSM(8, 8, **kwargs)

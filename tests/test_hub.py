@@ -5,6 +5,7 @@ not the identity and every tensor matters), placed in the offline Hub cache of `
 timm's real ``hf-hub:`` code with ``HF_HUB_OFFLINE=1``; tensors and outputs at 64x64 must be identical. Nothing here
 reaches the network: uploads go to a fake ``HfApi``.
 """
+import dataclasses
 import json
 import runpy
 import shutil
@@ -17,7 +18,9 @@ import timm
 
 import gmamba_zoo
 from gmamba_zoo import hub
+from gmamba_zoo.hub.card import _flops_fn
 from gmamba_zoo.cli import main as cli_main
+from gmamba_zoo.models.variants import ZOO_VARIANTS
 from hub_cache import put_in_hub_cache
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +75,7 @@ def test_every_model_round_trips_through_the_offline_hub(name, monkeypatch):
     config = json.loads((snapshot / 'config.json').read_text())
     assert config['architecture'] == name and config['num_classes'] == model.num_classes
     assert config['num_features'] == model.num_features and config['pretrained_cfg']['tag'] == 'untrained'
-    assert config['pretrained_cfg']['description'] == hub.WeightsSource('init').statement(hub._family(name))
+    assert config['pretrained_cfg']['description'] == hub.WeightsSource('init').statement(hub.model_family(name))
 
     def no_unpickling(*args, **kwargs):
         raise AssertionError('torch.load called: the Hub folder must load through safetensors only')
@@ -93,6 +96,20 @@ def test_local_dir_and_local_file_load(small_export):
     by_file = timm.create_model(SMALL, pretrained=True,
                                 pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors')))
     _assert_same(model, by_file)
+    hub.verify_export(folder, model)
+
+
+def test_args_json_cannot_hold_need_a_replacement(tmp_path):
+    """config.json must rebuild the model: an arg JSON cannot hold is refused unless model_args replaces it."""
+    model = timm.create_model(SMALL, act_layer=torch.nn.ReLU, num_classes=5).eval()
+    with pytest.raises(ValueError, match=r"args \['act_layer'\] that JSON cannot hold"):
+        hub.export_for_hub(model, tmp_path / 'refused', hub.WeightsSource('init'))
+    assert not (tmp_path / 'refused').exists()
+    folder = hub.export_for_hub(model, tmp_path / 'ok', hub.WeightsSource('init'), model_args={'act_layer': 'relu'})
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['model_args'] == {'act_layer': 'relu', 'in_chans': 3, 'num_classes': 5, 'global_pool': 'avg'}
+    assert model._model_args['act_layer'] is torch.nn.ReLU  # the model itself is left as it was
+    assert '`{"act_layer": "relu", "num_classes": 5}`' in (folder / 'README.md').read_text()
     hub.verify_export(folder, model)
 
 
@@ -181,6 +198,7 @@ def test_card_numbers_come_from_the_model(small_export):
     assert str(facts['feature_strides']) in card
     assert f"| Final features (`num_features`) | {model.num_features} |" in card
     assert hub.GMAMBA_PAPER in card and hub.VGAMBA_PAPER in card and card.count('```bibtex') == 2
+    assert all(f'```bibtex\n{c}\n```' in card for c in hub.CITATIONS.values())
     assert 'Accuracy:** none claimed' in card and 'top-1' not in card.lower()
     assert f"timm.create_model('hf-hub:your-org/{SMALL}', pretrained=True)" in card
     assert f"torch.hub.load('{hub.DEFAULT_GITHUB_REPO}', '{SMALL}'" in card and 'features_only=True' in card
@@ -191,9 +209,8 @@ def test_card_follows_the_registry(monkeypatch):
     """Change what the registry builds and the card changes with it."""
     model, weights = hub.build_model(SMALL)
     before = hub.model_card(hub.model_facts(model), weights)
-    if SMALL in getattr(gmamba_zoo.models, 'GMAMBA_VARIANTS', {}):
-        base, depths, tags = gmamba_zoo.models.GMAMBA_VARIANTS[SMALL]
-        monkeypatch.setitem(gmamba_zoo.models.GMAMBA_VARIANTS, SMALL, (base, (1, 0, 0, 0), tags))
+    if ZOO_VARIANTS[SMALL].is_gmamba:
+        monkeypatch.setitem(ZOO_VARIANTS, SMALL, dataclasses.replace(ZOO_VARIANTS[SMALL], depths=(1, 0, 0, 0)))
         changed, _ = hub.build_model(SMALL)
     else:
         changed, _ = hub.build_model(SMALL, num_classes=10)
@@ -202,14 +219,14 @@ def test_card_follows_the_registry(monkeypatch):
     after = hub.model_card(hub.model_facts(changed), weights)
     assert f'{n_before:,}' in before and f'{n_after:,}' in after and f'{n_before:,}' not in after
     flops_card = hub.model_card(hub.model_facts(changed, (3, 64, 64)), weights)
-    if hub._flops_fn() is not None:
+    if _flops_fn() is not None:
         assert 'FLOPs at 3x64x64 |' in flops_card
     else:
         assert 'FLOPs | not counted' in flops_card
 
 
 def test_card_states_where_the_weights_came_from(hub_cache):
-    family = hub._family(SMALL)
+    family = hub.model_family(SMALL)
     assert 'untrained' in hub.WeightsSource('init').statement(family).lower()
     trained = hub.WeightsSource('checkpoint', '`ft.pth`', blocks_trained=True).statement(family)
     assert 'A user checkpoint: `ft.pth`' in trained and 'trained: yes' in trained
@@ -226,9 +243,9 @@ def test_pretrained_gmamba_card_says_backbone_only():
     import safetensors.torch
     put_in_hub_cache(hub_id, {'model.safetensors': safetensors.torch.save(plain.state_dict())})
     model, weights = hub.build_model('resnet18_gmamba', pretrained=True)
-    statement = weights.statement(hub._family('resnet18_gmamba'))
+    statement = weights.statement(hub.model_family('resnet18_gmamba'))
     assert statement.startswith("timm's ImageNet weights for the plain backbone") and hub_id in statement
-    assert 'GMamba (GSSM) blocks untrained (identity' in statement
+    assert 'the GMamba blocks are untrained (identity' in statement
     with torch.no_grad():
         assert torch.equal(model.eval()(X), plain.eval()(X))
 
@@ -312,3 +329,17 @@ def test_torch_hub_local_load(small_export):
     loaded = torch.hub.load(str(REPO_ROOT), SMALL, source='local', pretrained=True,
                             pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors')))
     _assert_same(model, loaded)
+
+
+def test_citations_are_the_same_everywhere():
+    """The BibTeX in the README and the model files' docstrings is hub.card.CITATIONS, line for line."""
+    import inspect
+    from pathlib import Path
+    from gmamba_zoo.hub.card import CITATIONS
+    from gmamba_zoo.models import gmamba as gm, vgamba as vg
+    readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    squash = lambda text: [line.strip() for line in text.strip().splitlines()]
+    for key, module in (('gmamba', gm), ('vgamba', vg)):
+        entry = '\n'.join(squash(CITATIONS[key]))
+        assert entry in '\n'.join(squash(readme)), key
+        assert entry in '\n'.join(squash(inspect.getdoc(module))), key

@@ -14,7 +14,7 @@ import timm
 import torch
 
 import gmamba_zoo
-from gmamba_zoo.detection import build_detector, detection_backbone
+from gmamba_zoo.integrations.detection import build_detector, detection_backbone
 
 SLOW = pytest.mark.skipif(not os.environ.get('GMAMBA_ZOO_SLOW_TESTS'), reason='set GMAMBA_ZOO_SLOW_TESTS=1')
 FAMILY_REPS = ['resnet18_gmamba', 'convnext_t_gmamba', 'swin_t_gmamba', 'vgamba_b']

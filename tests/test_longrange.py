@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gmamba_zoo.layers import GMambaBlock
-from gmamba_zoo.longrange import PALETTE, build_model, make_corner_task, receptive_field
+from gmamba_zoo.analysis.longrange import PALETTE, build_model, make_corner_task, receptive_field
 
 
 def test_corner_task_labels_and_seeds():

@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from gmamba_zoo import train as train_mod
+from gmamba_zoo.train import finetune as train_mod
 from gmamba_zoo.hub import CheckpointMismatchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,5 +107,5 @@ def test_resume_from_another_models_checkpoint_is_refused(image_folder, tmp_path
 
 def test_cli_has_train():
     from gmamba_zoo.cli import build_parser
-    args = build_parser().parse_args(['train', 'data', '--max-steps', '1'])
+    args = build_parser(['train']).parse_args(['train', 'data', '--max-steps', '1'])
     assert args.command == 'train' and args.max_steps == 1

@@ -8,6 +8,6 @@ only the one you use:
 * :mod:`gmamba_zoo.integrations.detectron2`: a detectron2 ``Backbone`` and two ``BACKBONE_REGISTRY`` builders (plain
   and with detectron2's FPN).
 
-torchvision and segmentation_models_pytorch need no adapter: see :mod:`gmamba_zoo.detection` and ``smp.Unet('tu-<name>')``.
+torchvision and segmentation_models_pytorch need no adapter: see :mod:`gmamba_zoo.integrations.detection` and ``smp.Unet('tu-<name>')``.
 Recipes: docs/integrations.md.
 """

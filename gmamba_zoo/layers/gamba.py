@@ -27,11 +27,11 @@ Choices where the paper is silent (also in the README / docs/vgamba.md):
       code uses unit normals).
     * The q, k and v 1x1 convs are one fused conv with bias (same parameters and arithmetic as three).
     * The Mamba mixer is mamba-ssm's ``Mamba`` block (in_proj without bias, causal depthwise conv1d with bias, SiLU,
-      x_proj, dt_proj, z-gated selective scan, out_proj without bias), initialised as Mamba is.
+      x_proj, dt_proj, z-gated selective scan, out_proj without bias), initialised as Mamba is; its shared choices are
+      listed in :mod:`gmamba_zoo.layers.ssm`.
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple, Union
 
 import torch
@@ -40,8 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from timm.layers import to_2tuple, trunc_normal_, use_fused_attn
 
-from ..ops import selective_scan_fn
-from .gssm import init_ssm_params
+from .ssm import SelectiveSSM
 
 __all__ = [
     'resize_pos_embed_1d', 'MambaMixer', 'GambaCell', 'RegisterMHSA2d', 'GatedFusion', 'GambaBlock',
@@ -73,8 +72,11 @@ def _pos_2d(pos_h: Tensor, pos_w: Tensor, height: int, width: int) -> Tensor:
     return resize_pos_embed_1d(pos_h, height)[:, :, None] + resize_pos_embed_1d(pos_w, width)[:, None, :]
 
 
-class MambaMixer(nn.Module):
+class MambaMixer(SelectiveSSM):
     """A plain Mamba (S6) mixer over a sequence, on the package's selective scan (runs on CPU without mamba-ssm).
+
+    Maps [B, L, C] to [B, L, C]. A :class:`~gmamba_zoo.layers.ssm.SelectiveSSM` with E = expand * C, a causal conv
+    and SiLU on the scan branch x only, and the z gate inside the scan.
 
     Args:
         dim: Model width C.
@@ -82,7 +84,7 @@ class MambaMixer(nn.Module):
         d_conv: Kernel of the causal depthwise 1-D conv.
         expand: Inner width E = expand * C.
         dt_rank: Rank of the step-size projection; ``'auto'`` is ceil(C / 16).
-        dt_min, dt_max, dt_init_floor: Range of the initial step sizes, as in Mamba.
+        **ssm_kwargs: The initial step-size range (dt_min, dt_max, dt_init_floor), see :class:`SelectiveSSM`.
     """
 
     def __init__(
@@ -92,37 +94,17 @@ class MambaMixer(nn.Module):
             d_conv: int = 4,
             expand: int = 2,
             dt_rank: Union[int, str] = 'auto',
-            dt_min: float = 0.001,
-            dt_max: float = 0.1,
-            dt_init_floor: float = 1e-4,
+            **ssm_kwargs,
     ):
-        super().__init__()
-        if d_conv < 1:
-            raise ValueError(f'MambaMixer: d_conv must be >= 1, got {d_conv}.')
-        self.dim, self.d_state, self.d_conv = dim, d_state, d_conv
-        self.d_inner = int(expand * dim)
-        self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
-        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, padding=d_conv - 1, groups=self.d_inner)
-        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
-        self.A_log, self.D = init_ssm_params(self.dt_proj, d_state, dt_min, dt_max, dt_init_floor)
-        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        super().__init__(
+            dim, int(expand * dim), d_state=d_state, d_conv=d_conv, causal=True, conv_z=False, gate='scan',
+            dt_rank=dt_rank, **ssm_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, L, C] -> [B, L, C]."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f'MambaMixer: expected a [B, L, C={self.dim}] sequence, got shape {tuple(x.shape)}.')
-        seq_len = x.shape[1]
-        r, n = self.dt_rank, self.d_state
-        xs, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # [B, E, L] each
-        xs = F.silu(self.conv1d(xs)[..., :seq_len])  # causal: keep the first L outputs of the padded conv
-        dt, B, C = self.x_proj(xs.transpose(1, 2)).split([r, n, n], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, E, L]; the bias enters the scan as delta_bias
-        y = selective_scan_fn(
-            xs, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
-            delta_bias=self.dt_proj.bias.float(), delta_softplus=True)  # [B, E, L]
-        return self.out_proj(y.transpose(1, 2))
+        return super().forward(x)
 
 
 class GambaCell(nn.Module):

@@ -31,8 +31,8 @@ what runs.
 """
 from __future__ import annotations
 
-import math
-from typing import Optional, Tuple, Type, Union
+from functools import partial
+from typing import Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -40,30 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from timm.layers import DropPath, LayerScale, Mlp
 
-from ..ops import autocast_off, selective_scan_fn
+from ..ops import autocast_off
+from .ssm import SelectiveSSM
 
 __all__ = [
-    'frequency_split', 'low_band', 'low_band_mask', 'init_ssm_params', 'FrequencyEncoding', 'FrequencyGuidedModulation',
-    'GSSMMixer', 'GMambaBlock', 'InplaceGELU',
+    'frequency_split', 'low_band', 'low_band_mask', 'FrequencyEncoding', 'FrequencyGuidedModulation', 'GSSMMixer',
+    'GMambaBlock', 'InplaceGELU',
 ]
-
-
-@torch.no_grad()
-def init_ssm_params(
-        dt_proj: nn.Linear, d_state: int, dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
-) -> Tuple[nn.Parameter, nn.Parameter]:
-    """Mamba's initialisation of a selective-scan layer's parameters.
-
-    Initialises ``dt_proj`` in place (weight uniform in +-rank^-0.5; bias such that softplus(bias) is log-uniform in
-    [dt_min, dt_max]) and returns new ``A_log`` [D, N] = log(1..N) and ``D`` [D] = 1 parameters, D = out_features.
-    """
-    rank, d = dt_proj.in_features, dt_proj.out_features
-    nn.init.uniform_(dt_proj.weight, -rank ** -0.5, rank ** -0.5)
-    u = torch.rand(d)
-    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
-    dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
-    a_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d, 1)
-    return nn.Parameter(a_log), nn.Parameter(torch.ones(d))
 
 
 def low_band_mask(height: int, width: int, cutoff: float, device: Optional[torch.device] = None) -> Tensor:
@@ -171,8 +154,12 @@ class FrequencyGuidedModulation(nn.Module):
         return x_mod * (1 + torch.sigmoid(self.ratio) * g)
 
 
-class GSSMMixer(nn.Module):
+class GSSMMixer(SelectiveSSM):
     """The GSSM token mixer: in_proj, depthwise conv, FEM + FGMM on one half, selective scan, out_proj.
+
+    Maps [B, H, W, C] to [B, H, W, C]. A :class:`~gmamba_zoo.layers.ssm.SelectiveSSM` with E = C / 2, the conv (same
+    padding) and SiLU over both halves, FEM + FGMM modulating the scan input x, and no gate in the scan: the other half
+    z is concatenated to the scan's output.
 
     Args:
         dim: Channels C (even); the scan runs on m = C / 2 channels, the other half passes beside it.
@@ -182,7 +169,7 @@ class GSSMMixer(nn.Module):
         freq_cutoff: Low band cut-off in cycles per sample, see :func:`frequency_split`.
         frequency_path: With False the FEM/FGMM front end is left out: a plain (causal) scan-only mixer, for
             ablations and for showing what the frequency path adds.
-        dt_min, dt_max, dt_init_floor: Range of the initial step sizes, as in Mamba.
+        **ssm_kwargs: The initial step-size range (dt_min, dt_max, dt_init_floor), see :class:`SelectiveSSM`.
     """
 
     def __init__(
@@ -193,44 +180,23 @@ class GSSMMixer(nn.Module):
             dt_rank: Union[int, str] = 'auto',
             freq_cutoff: float = 0.25,
             frequency_path: bool = True,
-            dt_min: float = 0.001,
-            dt_max: float = 0.1,
-            dt_init_floor: float = 1e-4,
+            **ssm_kwargs,
     ):
-        super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f'GSSMMixer: dim must be an even number of channels >= 2, got {dim}.')
-        if d_conv < 1 or d_conv % 2 == 0:
-            raise ValueError(f'GSSMMixer: d_conv must be odd (same padding), got {d_conv}.')
-        self.dim, self.d_state = dim, d_state
-        m = dim // 2
-        self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
-        self.in_proj = nn.Linear(dim, dim, bias=False)
-        self.conv1d = nn.Conv1d(dim, dim, d_conv, padding=d_conv // 2, groups=dim)
-        self.fem = FrequencyEncoding(m, freq_cutoff) if frequency_path else None
-        self.fgmm = FrequencyGuidedModulation(m) if frequency_path else None
-        self.x_proj = nn.Linear(m, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, m)
-        self.A_log, self.D = init_ssm_params(self.dt_proj, d_state, dt_min, dt_max, dt_init_floor)
-        self.out_proj = nn.Linear(dim, dim, bias=False)
+        front_end = dict(fem=partial(FrequencyEncoding, cutoff=freq_cutoff), fgmm=FrequencyGuidedModulation)
+        super().__init__(
+            dim, dim // 2, d_state=d_state, d_conv=d_conv, causal=False, conv_z=True, gate='concat', dt_rank=dt_rank,
+            front_end=front_end if frequency_path else None, **ssm_kwargs)
+        if not frequency_path:
+            self.fem = self.fgmm = None
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: [B, H, W, C] -> [B, H, W, C]."""
-        b, h, w, c = x.shape
-        m, n, r = c // 2, self.d_state, self.dt_rank
-        xz = self.in_proj(x).reshape(b, h * w, c).transpose(1, 2).contiguous()  # [B, C, L]
-        xz = F.silu(self.conv1d(xz))  # (the CPU conv is slower on the transposed view than the copy costs)
-        xs, z = xz.chunk(2, dim=1)  # [B, m, L] each
-        x_tok = xs.transpose(1, 2)  # [B, L, m]
-        if self.fem is not None:
-            x_tok = self.fgmm(x_tok, self.fem(xs.reshape(b, m, h, w)))
-        dt, B, C = self.x_proj(x_tok).split([r, n, n], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)  # the bias enters the scan as delta_bias
-        y = selective_scan_fn(
-            x_tok.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_log.float()), B.transpose(1, 2),
-            C.transpose(1, 2), self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
-        y = torch.cat([y.to(z.dtype), z], dim=1).transpose(1, 2)  # [B, L, C]
-        return self.out_proj(y).reshape(b, h, w, c)
+    def modulate(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        """FEM + FGMM: x [B, m, H*W], ``size`` = (H, W) -> modulated x [B, m, H*W]; identity without them."""
+        if self.fem is None:
+            return x
+        f_freq = self.fem(x.unflatten(2, size))  # [B, L, m]
+        return self.fgmm(x.transpose(1, 2), f_freq).transpose(1, 2)
 
 
 class InplaceGELU(nn.GELU):

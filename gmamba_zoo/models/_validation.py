@@ -23,16 +23,14 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .features import feature_info_dicts
+
 __all__ = ['InputSpec', 'install_input_checks', 'network_stride']
 
 
 def network_stride(model: nn.Module) -> int:
-    """The largest ``reduction`` in a model's ``feature_info`` (a list of dicts or timm's ``FeatureInfo``); 1 if none."""
-    info = getattr(model, 'feature_info', None)
-    if info is None:
-        return 1
-    reductions = info.reduction() if hasattr(info, 'reduction') else [i.get('reduction', 1) for i in info]
-    return int(max(reductions, default=1))
+    """The largest ``reduction`` in a model's ``feature_info`` (either of timm's forms); 1 if it has none."""
+    return int(max((i.get('reduction', 1) for i in feature_info_dicts(model)), default=1))
 
 
 def _tracing() -> bool:

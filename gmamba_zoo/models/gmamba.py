@@ -1,12 +1,21 @@
 """GMamba backbones: GSSM blocks inserted after the stages of timm's ResNet, ConvNeXt and Swin.
 
-Paper: "Enabling True Global Perception in State Space Models for Visual Tasks" (GMamba, ICLR 2026).
+Paper: "Enabling True Global Perception in State Space Models for Visual Tasks" (GMamba, ICLR 2026)::
+
+    @inproceedings{hui2026enabling,
+      title={Enabling True Global Perception in State Space Models for Visual Tasks},
+      author={Jie Hui and Zhenxiang Zhang and Wenyu Mi and Jianji Wang},
+      booktitle={The Fourteenth International Conference on Learning Representations},
+      year={2026},
+      url={https://openreview.net/forum?id=96p1eBUVaN}
+    }
 
 One mechanism, :func:`add_gmamba`, inserts :class:`~gmamba_zoo.layers.GMambaBlock` s in place at the end of each
 stage of a timm backbone. Every registered ``*_gmamba`` model is a configuration of it (a timm base model and a
-block count per stage, :data:`GMAMBA_VARIANTS`), built through timm's ``build_model_with_cfg``, so timm's own
-``forward_features``, ``forward_intermediates``, ``features_only``, gradient checkpointing, ``group_matcher`` and
-classifier handling keep working, and the plain timm checkpoint's keys load unchanged.
+block count per stage: its record in :data:`~gmamba_zoo.models.variants.ZOO_VARIANTS`), built through timm's
+``build_model_with_cfg``, so timm's own ``forward_features``, ``forward_intermediates``, ``features_only``, gradient
+checkpointing, ``group_matcher`` and classifier handling keep working, and the plain timm checkpoint's keys load
+unchanged.
 
 Defaults follow the paper's placement table: (2, 2, 2, 1) blocks after stages 1-4 for the segmentation backbones
 (ResNet-18/34, ConvNeXt, Swin) and (1, 1, 1, 0) for ResNet-50/101 (the detection configuration).
@@ -20,32 +29,34 @@ Choices where the paper is silent:
       NHWC), so they run on the stage's output and are checkpointed with the stage's blocks.
     * Stochastic depth of the inserted blocks rises linearly from 0 to ``drop_path_rate`` over all inserted blocks in
       order; ``drop_path_rate`` also goes to the base model as usual. Left out, the inserted blocks have none.
-    * Swin is built with ``strict_img_size=False`` (attention masks built per forward) and a patch embedding that pads
-      the image to a multiple of the patch size, so any input size works; ``features_only`` uses timm's
-      ``forward_intermediates`` getter so Swin's features are NCHW like the others'.
+    * Swin is built by :func:`~gmamba_zoo.models.swin.create_for_input_size` (attention masks built per forward, a
+      patch embedding that pads the image to a multiple of the patch size), so any input size works;
+      ``features_only`` uses timm's ``forward_intermediates`` getter so Swin's features are NCHW like the others'.
     * Pretrained weights are the ImageNet weights timm publishes on the Hugging Face Hub for the base backbone
       (safetensors). The GMamba blocks are NOT trained: their layer scales start at 0, so a model loaded with
       ``pretrained=True`` computes exactly what the plain backbone computes until it is fine-tuned. Every tag ends in
-      ``_untrained_gmamba`` to say so.
+      ``_untrained_gmamba`` to say so. ``default_cfgs`` repeat the data config of timm's cfg of each base checkpoint
+      (written out, not read from timm's registry at import; ``tests/test_variants.py`` checks they agree).
 """
 from __future__ import annotations
 
 import sys
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
-import timm
 import torch
 import torch.nn as nn
-from timm.layers import PatchEmbed
-from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, model_entrypoint
-from timm.models._features import FeatureDictNet, FeatureGetterNet, FeatureHookNet, FeatureInfo
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, model_entrypoint
 
 from ..layers import GMambaBlock
 from ._registry import register_zoo_model
 from ._validation import install_input_checks
+from .features import feature_info_dicts, is_features_only
+from .swin import create_for_input_size
+from .variants import GMAMBA_VARIANTS, ZOO_VARIANTS
 
-__all__ = ['add_gmamba', 'gmamba_no_weight_decay', 'gmamba_model_card', 'GMAMBA_VARIANTS', 'checkpoint_filter_fn']
+__all__ = ['add_gmamba', 'gmamba_no_weight_decay', 'GMAMBA_VARIANTS', 'checkpoint_filter_fn']
 
 _PAPER_NAME = 'Enabling True Global Perception in State Space Models for Visual Tasks'
 _UNTRAINED_NOTE = (
@@ -60,19 +71,16 @@ _NO_WD_SUFFIXES = ('mixer.A_log', 'mixer.D', 'ls1.gamma', 'ls2.gamma', 'low_weig
 
 def _feature_info_list(model: nn.Module) -> List[Dict[str, Any]]:
     """The model's ``feature_info`` as a list of dicts (num_chs, reduction, module); a clear error if it has none."""
-    if isinstance(model, (FeatureDictNet, FeatureHookNet, FeatureGetterNet)):
+    if is_features_only(model):
         raise TypeError(
             f'add_gmamba: got a features_only wrapper ({type(model).__name__}); pass the full timm model and wrap it '
             f'afterwards (or use timm.create_model("<name>_gmamba", features_only=True)).')
-    info = getattr(model, 'feature_info', None)
-    if isinstance(info, FeatureInfo):
-        info = info.info
-    if not isinstance(info, (list, tuple)) or not info or not all(
-            isinstance(i, dict) and {'num_chs', 'module'} <= i.keys() for i in info):
+    info = feature_info_dicts(model)
+    if not info or not all(isinstance(i, dict) and {'num_chs', 'module'} <= i.keys() for i in info):
         raise TypeError(
             f'add_gmamba: expected a timm backbone with a `feature_info` list of dicts with "num_chs" and "module" '
-            f'(one per stage); {type(model).__name__} has {type(info).__name__}.')
-    return list(info)
+            f'(one per stage); {type(model).__name__} has {type(getattr(model, "feature_info", None)).__name__}.')
+    return info
 
 
 def _stage_container(model: nn.Module, module_name: str) -> nn.Sequential:
@@ -222,113 +230,122 @@ def checkpoint_filter_fn(
     return state_dict
 
 
-# name: (timm base model, default GMamba depths after stages 1-4, timm pretrained tags of the base to offer)
-GMAMBA_VARIANTS: Dict[str, Tuple[str, Tuple[int, ...], Tuple[str, ...]]] = {
-    'resnet18_gmamba': ('resnet18', (2, 2, 2, 1), ('a1_in1k', 'tv_in1k')),
-    'resnet34_gmamba': ('resnet34', (2, 2, 2, 1), ('a1_in1k', 'tv_in1k')),
-    'resnet50_gmamba': ('resnet50', (1, 1, 1, 0), ('a1_in1k', 'tv_in1k')),
-    'resnet101_gmamba': ('resnet101', (1, 1, 1, 0), ('a1h_in1k', 'tv_in1k')),
-    'convnext_t_gmamba': ('convnext_tiny', (2, 2, 2, 1), ('fb_in1k', 'in12k_ft_in1k')),
-    'convnext_s_gmamba': ('convnext_small', (2, 2, 2, 1), ('fb_in1k', 'in12k_ft_in1k')),
-    'convnext_b_gmamba': ('convnext_base', (2, 2, 2, 1), ('fb_in1k', 'fb_in22k_ft_in1k')),
-    'swin_t_gmamba': ('swin_tiny_patch4_window7_224', (2, 2, 2, 1), ('ms_in1k', 'ms_in22k_ft_in1k')),
-    'swin_s_gmamba': ('swin_small_patch4_window7_224', (2, 2, 2, 1), ('ms_in1k', 'ms_in22k_ft_in1k')),
-}
-_UNTRAINED_TAG_SUFFIX = '_untrained_gmamba'
-
-
-def _is_swin(base: str) -> bool:
-    return base.startswith('swin_')
-
-
-def _cfg(base_with_tag: str, **kwargs: Any) -> Dict[str, Any]:
-    """Pretrained cfg of a GMamba variant: the base checkpoint's timm cfg (data config, Hub id), safetensors only."""
-    base_cfg = get_pretrained_cfg(base_with_tag)
-    if base_cfg is None or not base_cfg.hf_hub_id:
-        raise RuntimeError(f'gmamba_zoo: timm {timm.__version__} has no Hub weights registered for {base_with_tag}.')
-    cfg = base_cfg.to_dict(remove_source=True)  # no URL fallback: the Hub copy (safetensors) is the source
-    for k in ('architecture', 'tag', 'notes', 'description', 'paper_ids'):  # the base recipe's, not GMamba's
-        cfg.pop(k, None)
-    base = base_with_tag.split('.')[0]
-    cfg.update(
-        hf_hub_id=base_cfg.hf_hub_id,
-        hf_hub_filename='model.safetensors',
-        description=f'{base_with_tag} ImageNet weights (timm) with untrained GMamba blocks. {_UNTRAINED_NOTE}',
-        notes=(_UNTRAINED_NOTE, f'Backbone weights: timm {base_with_tag} from the Hugging Face Hub.'),
-        paper_name=_PAPER_NAME,
-    )
-    if _is_swin(base):
-        cfg['fixed_input_size'] = False
-    cfg.update(kwargs)
-    return cfg
-
-
-default_cfgs = generate_default_cfgs({
-    f'{name}.{tag}{_UNTRAINED_TAG_SUFFIX}': _cfg(f'{base}.{tag}')
-    for name, (base, _, tags) in GMAMBA_VARIANTS.items() for tag in tags
-})
-
-
-def gmamba_model_card(model_name: str) -> Dict[str, Any]:
-    """A model card (the ``model_card`` dict of ``timm.models.push_to_hub``) for a registered GMamba variant.
-
-    Args:
-        model_name: ``'<variant>'`` or ``'<variant>.<tag>'``, e.g. ``'resnet50_gmamba.a1_in1k_untrained_gmamba'``.
-    """
-    name, _, tag = model_name.partition('.')
-    if name not in GMAMBA_VARIANTS:
-        raise KeyError(f'gmamba_model_card: {name!r} is not a GMamba variant; expected one of {list(GMAMBA_VARIANTS)}.')
-    base, depths, tags = GMAMBA_VARIANTS[name]
-    base_tag = tag[:-len(_UNTRAINED_TAG_SUFFIX)] if tag.endswith(_UNTRAINED_TAG_SUFFIX) else tags[0]
-    return dict(
-        description=(
-            f'{name}: timm {base} with GMamba (GSSM) blocks inserted after stages 1-4 ({depths}). '
-            f'**The GMamba blocks are untrained.** Only the backbone carries ImageNet weights '
-            f'(timm {base}.{base_tag}); the blocks start as the identity, so this model computes what {base} computes '
-            f'until it is fine-tuned.'),
-        details={'Model Type': 'Image classification / feature backbone', 'Paper': _PAPER_NAME,
-                 'Pretrain Dataset': 'ImageNet (backbone only; GMamba blocks untrained)'},
-        license=(get_pretrained_cfg(f'{base}.{base_tag}').license or 'apache-2.0'),
-    )
-
-
 def _build_gmamba_model(
         base: str,
-        depths: Sequence[int],
+        gmamba_depths: Sequence[int],
         block_kwargs: Dict[str, Any],
+        /,
         **kwargs: Any,
 ) -> nn.Module:
-    """timm's plain ``base`` (random init) with GMamba blocks inserted; the ``model_cls`` of build_model_with_cfg."""
-    if _is_swin(base):
-        kwargs.setdefault('strict_img_size', False)
-        kwargs.setdefault('embed_layer', partial(PatchEmbed, dynamic_img_pad=True))
-    model = timm.create_model(base, pretrained=False, **kwargs)
-    # create_model records its kwargs for re-creation; these are ours (e.g. Swin's embed_layer partial), not the
-    # user's, and would make the model's config unserialisable. The outer create_model records the user's kwargs.
-    model._model_args = {}
-    return add_gmamba(model, depths, drop_path_rate=kwargs.get('drop_path_rate') or 0.0, **block_kwargs)
+    """timm's plain ``base`` (random init) with GMamba blocks inserted; the ``model_cls`` of build_model_with_cfg.
+
+    The base comes from :func:`~gmamba_zoo.models.swin.create_for_input_size` (a Swin runs at any input size), which
+    calls its entrypoint directly: the model then records only the user's ``create_model`` arguments. ``kwargs`` are
+    the base's (positional-only parameters before them, so a base argument such as Swin's ``depths`` passes through).
+    """
+    model = create_for_input_size(base, **kwargs)
+    return add_gmamba(model, gmamba_depths, drop_path_rate=kwargs.get('drop_path_rate') or 0.0, **block_kwargs)
 
 
 def _create_gmamba(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Build a registered GMamba variant; ``gmamba_depths`` and ``gmamba_kwargs`` override its configuration."""
-    base, default_depths, _ = GMAMBA_VARIANTS[variant]
-    depths = tuple(kwargs.pop('gmamba_depths', default_depths))
-    block_kwargs = dict(kwargs.pop('gmamba_kwargs', None) or {})
-    if _is_swin(base):
+    """Build a registered GMamba variant; ``gmamba_depths`` and ``gmamba_kwargs`` override its table record."""
+    record = ZOO_VARIANTS[variant]
+    depths = tuple(kwargs.pop('gmamba_depths', record.depths))
+    block_kwargs = dict(record.block_kwargs, **(kwargs.pop('gmamba_kwargs', None) or {}))
+    if record.family == 'swin':
         # Swin stages are NHWC: take features through forward_intermediates, which returns NCHW
         feature_cfg = dict(feature_cls='getter', out_indices=(0, 1, 2, 3))
-    elif base.startswith('convnext'):
+    elif record.family == 'convnext':
         feature_cfg = dict(flatten_sequential=True, out_indices=(0, 1, 2, 3))
     else:
         feature_cfg = dict()
-    base_filter_fn = getattr(sys.modules[model_entrypoint(base).__module__], 'checkpoint_filter_fn',
-                             None)
+    base_filter_fn = getattr(sys.modules[model_entrypoint(record.base).__module__], 'checkpoint_filter_fn', None)
     model = build_model_with_cfg(
-        partial(_build_gmamba_model, base, depths, block_kwargs), variant, pretrained,
+        partial(_build_gmamba_model, record.base, depths, block_kwargs), variant, pretrained,
         pretrained_filter_fn=partial(checkpoint_filter_fn, base_filter_fn=base_filter_fn),
         feature_cfg=feature_cfg,
         **kwargs)
     return install_input_checks(model, variant, kwargs.get('in_chans', 3))
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    """Pretrained cfg of a GMamba variant on the base's timm checkpoint ``hf_hub_id`` (its Hub copy, safetensors).
+
+    The defaults and ``kwargs`` repeat that checkpoint's data config in timm's registry (``tests/test_variants.py``
+    checks them); the description and notes say the GMamba blocks are untrained.
+    """
+    weights = kwargs['hf_hub_id'].split('/', 1)[-1]
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7), 'crop_mode': 'center',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'hf_hub_filename': 'model.safetensors',
+        'description': f'{weights} ImageNet weights (timm) with untrained GMamba blocks. {_UNTRAINED_NOTE}',
+        'notes': (_UNTRAINED_NOTE, f'Backbone weights: timm {weights} from the Hugging Face Hub.'),
+        'paper_name': _PAPER_NAME,
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'resnet18_gmamba.a1_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet18.a1_in1k', test_input_size=(3, 288, 288), crop_pct=0.95, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='conv1', classifier='fc', license='apache-2.0',
+        origin_url='https://github.com/huggingface/pytorch-image-models'),
+    'resnet18_gmamba.tv_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet18.tv_in1k', crop_pct=0.875, interpolation='bilinear', first_conv='conv1',
+        classifier='fc', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
+    'resnet34_gmamba.a1_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet34.a1_in1k', test_input_size=(3, 288, 288), crop_pct=0.95, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='conv1', classifier='fc', license='apache-2.0',
+        origin_url='https://github.com/huggingface/pytorch-image-models'),
+    'resnet34_gmamba.tv_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet34.tv_in1k', crop_pct=0.875, interpolation='bilinear', first_conv='conv1',
+        classifier='fc', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
+    'resnet50_gmamba.a1_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet50.a1_in1k', test_input_size=(3, 288, 288), crop_pct=0.95, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='conv1', classifier='fc', license='apache-2.0',
+        origin_url='https://github.com/huggingface/pytorch-image-models'),
+    'resnet50_gmamba.tv_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet50.tv_in1k', crop_pct=0.875, interpolation='bilinear', first_conv='conv1',
+        classifier='fc', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
+    'resnet101_gmamba.a1h_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet101.a1h_in1k', test_input_size=(3, 288, 288), crop_pct=0.95, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='conv1', classifier='fc', license='apache-2.0',
+        origin_url='https://github.com/huggingface/pytorch-image-models'),
+    'resnet101_gmamba.tv_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/resnet101.tv_in1k', crop_pct=0.875, interpolation='bilinear', first_conv='conv1',
+        classifier='fc', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
+    'convnext_t_gmamba.fb_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/convnext_tiny.fb_in1k', test_input_size=(3, 288, 288), crop_pct=0.875, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='stem.0', classifier='head.fc', license='apache-2.0'),
+    'convnext_t_gmamba.in12k_ft_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/convnext_tiny.in12k_ft_in1k', test_input_size=(3, 288, 288), crop_pct=0.95, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='stem.0', classifier='head.fc', license='apache-2.0'),
+    'convnext_s_gmamba.fb_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/convnext_small.fb_in1k', test_input_size=(3, 288, 288), crop_pct=0.875, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='stem.0', classifier='head.fc', license='apache-2.0'),
+    'convnext_s_gmamba.in12k_ft_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/convnext_small.in12k_ft_in1k', test_input_size=(3, 288, 288), crop_pct=0.95,
+        test_crop_pct=1.0, interpolation='bicubic', first_conv='stem.0', classifier='head.fc', license='apache-2.0'),
+    'convnext_b_gmamba.fb_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/convnext_base.fb_in1k', test_input_size=(3, 288, 288), crop_pct=0.875, test_crop_pct=1.0,
+        interpolation='bicubic', first_conv='stem.0', classifier='head.fc', license='apache-2.0'),
+    'convnext_b_gmamba.fb_in22k_ft_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/convnext_base.fb_in22k_ft_in1k', test_input_size=(3, 288, 288), crop_pct=0.875,
+        test_crop_pct=1.0, interpolation='bicubic', first_conv='stem.0', classifier='head.fc', license='apache-2.0'),
+    'swin_t_gmamba.ms_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/swin_tiny_patch4_window7_224.ms_in1k', crop_pct=0.9, interpolation='bicubic',
+        first_conv='patch_embed.proj', classifier='head.fc', fixed_input_size=False, license='mit'),
+    'swin_t_gmamba.ms_in22k_ft_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/swin_tiny_patch4_window7_224.ms_in22k_ft_in1k', crop_pct=0.9, interpolation='bicubic',
+        first_conv='patch_embed.proj', classifier='head.fc', fixed_input_size=False, license='mit'),
+    'swin_s_gmamba.ms_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/swin_small_patch4_window7_224.ms_in1k', crop_pct=0.9, interpolation='bicubic',
+        first_conv='patch_embed.proj', classifier='head.fc', fixed_input_size=False, license='mit'),
+    'swin_s_gmamba.ms_in22k_ft_in1k_untrained_gmamba': _cfg(
+        hf_hub_id='timm/swin_small_patch4_window7_224.ms_in22k_ft_in1k', crop_pct=0.9, interpolation='bicubic',
+        first_conv='patch_embed.proj', classifier='head.fc', fixed_input_size=False, license='mit'),
+})
 
 
 @register_zoo_model

@@ -1,6 +1,16 @@
 """vGamba: ResNet bottleneck backbones whose stage 3-4 convs are Gamba blocks (Mamba cell + 2-D attention).
 
-Paper: "vGamba: Attentive State Space Bottleneck for efficient Long-range Dependencies in Visual Recognition".
+Paper: "vGamba: Attentive State Space Bottleneck for efficient Long-range Dependencies in Visual Recognition"::
+
+    @misc{haruna2025vgamba,
+      title={vGamba: Attentive State Space Bottleneck for efficient Long-range Dependencies in Visual Recognition},
+      author={Yunusa Haruna and Adamu Lawan and Shamsuddeen Hassan Muhammad and Jiaquan Zhang and Chaoning Zhang},
+      year={2025},
+      eprint={2503.21262},
+      archivePrefix={arXiv},
+      primaryClass={cs.CV},
+      url={https://arxiv.org/abs/2503.21262}
+    }
 
 Layout: a ResNet-50/101 (7x7 stride-2 stem, 3x3 max-pool, bottlenecks of expansion 4, widths 64/128/256/512).
 Stages 1-2 are timm's plain ResNet ``Bottleneck``; in stages 3-4 the 3x3 conv of every bottleneck is a
@@ -40,13 +50,14 @@ from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, create_classifier, to_2tuple
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, get_pretrained_cfg
-from timm.models._features import feature_take_indices
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs
 from timm.models.resnet import Bottleneck, downsample_conv
 
 from ..layers.gamba import GAMBA_NO_WEIGHT_DECAY, GambaBlock, resize_pos_embed_1d
 from ._registry import register_zoo_model
 from ._validation import install_input_checks
+from .features import feature_take_indices
+from .variants import ZOO_VARIANTS
 
 __all__ = ['VGamba', 'GambaBottleneck', 'checkpoint_filter_fn']
 
@@ -416,7 +427,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor], model: VGamba) -> Dict[s
     return out
 
 
-def _create_vgamba(variant: str, pretrained: bool = False, **kwargs) -> VGamba:
+def _create_vgamba(variant: str, pretrained: bool = False, **kwargs: Any) -> VGamba:
+    """Build a registered vGamba variant; its stage layout (``layers``) comes from its table record."""
+    kwargs.setdefault('layers', ZOO_VARIANTS[variant].depths)
     model = build_model_with_cfg(
         VGamba, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
@@ -426,46 +439,34 @@ def _create_vgamba(variant: str, pretrained: bool = False, **kwargs) -> VGamba:
     return install_input_checks(model, variant, kwargs.get('in_chans', 3))
 
 
-def _cfg(**kwargs) -> Dict[str, Any]:
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    """vGamba's own data config, initialised from the timm ResNet checkpoint ``hf_hub_id`` (not trained as vGamba)."""
+    weights = kwargs['hf_hub_id'].split('/', 1)[-1]
     return {
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bicubic',
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'conv1', 'classifier': 'fc',
         'license': 'apache-2.0',
+        'notes': (f'Partial initialisation from timm {weights} ImageNet weights (stem, stages 1-2, the 1x1 convs and '
+                  'norms of stages 3-4, classifier); the Gamba blocks are random. Not a trained vGamba.',),
         **kwargs,
     }
 
 
-def _resnet_init_cfg(resnet: str) -> Tuple[str, Dict[str, Any]]:
-    """Tag and cfg of the vGamba variant initialised from timm's default pretrained weights of ``resnet``."""
-    src = get_pretrained_cfg(resnet)
-    if src is None or not src.hf_hub_id:
-        raise RuntimeError(f'timm has no Hugging Face Hub weights registered for {resnet}; cannot set up its init.')
-    return f'{resnet}_{src.tag}_init', _cfg(
-        hf_hub_id=src.hf_hub_id,
-        notes=(f'Partial initialisation from timm {resnet}.{src.tag} ImageNet weights (stem, stages 1-2, the 1x1 convs '
-               'and norms of stages 3-4, classifier); the Gamba blocks are random. Not a trained vGamba.',))
-
-
-_B_TAG, _B_CFG = _resnet_init_cfg('resnet50')
-_L_TAG, _L_CFG = _resnet_init_cfg('resnet101')
-
 default_cfgs = generate_default_cfgs({
-    f'vgamba_b.{_B_TAG}': _B_CFG,
-    f'vgamba_l.{_L_TAG}': _L_CFG,
+    'vgamba_b.resnet50_a1_in1k_init': _cfg(hf_hub_id='timm/resnet50.a1_in1k'),
+    'vgamba_l.resnet101_a1h_in1k_init': _cfg(hf_hub_id='timm/resnet101.a1h_in1k'),
 })
 
 
 @register_zoo_model
 def vgamba_b(pretrained: bool = False, **kwargs) -> VGamba:
     """vGamba-B: ResNet-50 layout (3, 4, 6, 3). ``pretrained`` initialises the shared layers from ResNet-50."""
-    model_args = dict(layers=(3, 4, 6, 3))
-    return _create_vgamba('vgamba_b', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_vgamba('vgamba_b', pretrained=pretrained, **kwargs)
 
 
 @register_zoo_model
 def vgamba_l(pretrained: bool = False, **kwargs) -> VGamba:
     """vGamba-L: ResNet-101 layout (3, 4, 23, 3). ``pretrained`` initialises the shared layers from ResNet-101."""
-    model_args = dict(layers=(3, 4, 23, 3))
-    return _create_vgamba('vgamba_l', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_vgamba('vgamba_l', pretrained=pretrained, **kwargs)

@@ -1,6 +1,6 @@
 """Throughput and peak memory of the zoo's models beside their baselines; the GMamba-vs-attention scaling study.
 
-Every measurement runs in a fresh child process (``python -m gmamba_zoo.benchmark --child SPEC``), so one
+Every measurement runs in a fresh child process (``python -m gmamba_zoo.bench.models --child SPEC``), so one
 measurement's allocator state cannot help or hurt the next. A model and its baseline are timed in the same child,
 alternating iteration by iteration, so that the machine's speed drifting during the run (shared virtual machines
 lose up to a fifth of their CPU time to their neighbours at times) affects both alike and their ratio is fair.
@@ -8,6 +8,8 @@ lose up to a fifth of their CPU time to their neighbours at times) affects both 
 * Time: ``warmup`` untimed runs, then ``iters`` timed runs (``torch.cuda.synchronize`` around each on CUDA);
   the median is reported as latency and ``batch / median`` as throughput. ``fwd`` is inference (eval mode,
   ``torch.no_grad``); ``fwd_bwd`` is a training step without the optimizer (train mode, ``out.sum().backward()``).
+* Models and baselines are built by :func:`gmamba_zoo.models.create_for_input_size` for the benchmark's size, as in
+  the FLOP report: a plain Swin baseline runs like the GMamba Swin (attention masks per forward, windows of 7).
 * Peak memory above the model weights and the input, for one run after warm-up. CUDA:
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU (Linux): the peak resident set,
   reset through ``/proc/self/clear_refs`` and read from ``VmHWM``, in a child whose glibc mmap threshold is
@@ -26,7 +28,6 @@ import datetime
 import gc
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -37,12 +38,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .bench_scan import _proc_status
-from .bench_scan import machine as scan_machine
-from .cli import command, script_main
+from ..ops import SCAN_BACKENDS
+from .machine import command_line, machine as scan_machine, proc_status
 
 __all__ = [
-    'AttentionBlock', 'measure', 'measure_paired', 'measure_peak', 'add_arguments', 'run', 'main', 'LATENCY_TARGET',
+    'AttentionBlock', 'measure', 'measure_paired', 'measure_peak', 'add_arguments', 'run', 'LATENCY_TARGET',
     'SCALING_TARGET',
 ]
 
@@ -85,16 +85,12 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tuple[int, ...]]:
     """The module and its input shape for a spec: ``{'model': name}`` or ``{'block': 'gmamba'|'attn-sdpa'|...}``."""
     b = spec['batch']
     if 'model' in spec:
-        import timm
-        import gmamba_zoo  # noqa: F401  (registers the zoo models)
+        from ..models import create_for_input_size
         h, w = spec['size']
-        model = timm.create_model(spec['model'], pretrained=False)
-        if getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
-            model.set_input_size(img_size=(h, w))  # models with a fixed input size (timm's Swin)
-        return model, (b, 3, h, w)
+        return create_for_input_size(spec['model'], (h, w)), (b, 3, h, w)
     dim, g = spec['dim'], spec['grid']
     if spec['block'] == 'gmamba':
-        from .layers import GMambaBlock
+        from ..layers import GMambaBlock
         return GMambaBlock(dim), (b, dim, g, g)
     return AttentionBlock(dim, spec['heads'], impl=spec['block'].split('-', 1)[1]), (b, dim, g, g)
 
@@ -126,7 +122,7 @@ def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = spec['tf32']
         torch.backends.cudnn.benchmark = True
-    from .ops import set_scan_backend
+    from ..ops import set_scan_backend
     set_scan_backend(spec['scan_backend'])
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     names = spec.get('models', [spec.get('model')])
@@ -156,9 +152,9 @@ def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
         return {'peak_mb': (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20}
     with open('/proc/self/clear_refs', 'w') as fh:
         fh.write('5')  # reset the peak resident set size to the current one
-    base = _proc_status('VmRSS')
+    base = proc_status('VmRSS')
     step()
-    return {'peak_mb': (_proc_status('VmHWM') - base) / 2 ** 20}
+    return {'peak_mb': (proc_status('VmHWM') - base) / 2 ** 20}
 
 
 def measure_paired(spec: Dict[str, Any], names: Sequence[str]) -> List[Dict[str, Any]]:
@@ -199,7 +195,7 @@ def _spawn(spec: Dict[str, Any]) -> Dict[str, Any]:
     env = dict(os.environ)
     if spec['kind'] == 'memory' and not spec['device'].startswith('cuda'):
         env['MALLOC_MMAP_THRESHOLD_'] = '65536'
-    cmd = [sys.executable, '-m', 'gmamba_zoo.benchmark', '--child', json.dumps(spec)]
+    cmd = [sys.executable, '-m', 'gmamba_zoo.bench.models', '--child', json.dumps(spec)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode:
         raise RuntimeError(f'benchmark child failed for {spec}:\n{res.stderr[-4000:]}')
@@ -211,7 +207,7 @@ def _spawn(spec: Dict[str, Any]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def machine(device: str) -> Dict[str, Any]:
-    """:func:`gmamba_zoo.bench_scan.machine`, with the time to the minute and the GPU when ``device`` is CUDA."""
+    """:func:`gmamba_zoo.bench.machine.machine`, with the time to the minute and the GPU when ``device`` is CUDA."""
     info = dict(scan_machine(), date=datetime.datetime.now().isoformat(timespec='minutes'))
     if device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name(torch.device(device))
@@ -220,7 +216,7 @@ def machine(device: str) -> Dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace, device: str) -> Dict[str, Any]:
-    from .ops import cpu_recurrence, cuda_kernel_available, resolve_scan_backend
+    from ..ops import cpu_recurrence, cuda_kernel_available, resolve_scan_backend
     return {
         'device': device, 'warmup': args.warmup, 'iters': args.iters, 'channels_last': args.channels_last,
         'tf32': bool(args.tf32), 'amp': args.amp, 'scan_backend': args.scan_backend,
@@ -240,8 +236,7 @@ def _settings_line(s: Dict[str, Any]) -> str:
 
 def _model_names(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
     """(model, baseline) pairs; a baseline measured once is not repeated."""
-    from . import list_models
-    from .flops import baseline_name
+    from ..models import baseline_name, list_models
     names = args.models if args.models is not None else list_models()
     return [(n, None if args.no_baselines else baseline_name(n)) for n in names]
 
@@ -416,7 +411,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--channels-last', action='store_true', help='channels_last model and input')
     parser.add_argument('--tf32', action='store_true', help='allow TF32 in matmuls and cuDNN (CUDA)')
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='autocast dtype')
-    parser.add_argument('--scan-backend', choices=('auto', 'torch', 'cuda'), default='auto')
+    parser.add_argument('--scan-backend', choices=SCAN_BACKENDS, default='auto', help='selective-scan backend')
     parser.add_argument('--no-memory', action='store_true', help='skip peak-memory measurements')
     parser.add_argument('--dim', type=int, default=96, help='scaling study: block width')
     parser.add_argument('--heads', type=int, help='scaling study: attention heads (default: dim // 32)')
@@ -441,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
     rep = {'machine': mach, 'settings': settings, 'batch_size': args.batch_size, 'img_size': list(args.img_size),
            'models': model_rows, 'scaling': scaling_rows, 'attn_impls': list(args.attn_impl),
            'crossover': crossovers(scaling_rows, args.attn_impl), 'checks': checks}
-    report = markdown(rep, _command_line('scripts/benchmark.py', 'benchmark', args))
+    report = markdown(rep, command_line('scripts/benchmark.py', 'benchmark', args))
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -450,29 +445,5 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _command_line(script: str, subcommand: str, args: argparse.Namespace) -> str:
-    """How this run was invoked, as the equivalent ``python scripts/...`` command, for the report's header."""
-    argv = getattr(args, 'argv', None)
-    if argv is None:
-        argv = sys.argv[1:]
-        argv = argv[1:] if argv[:1] == [subcommand] else argv
-    return ' '.join(['python', script] + [shlex.quote(str(a)) for a in argv])
-
-
-@command('benchmark')
-def _benchmark_cmd(parser: argparse.ArgumentParser):
-    """Throughput and peak memory of the models and their baselines; GMamba block vs attention scaling study."""
-    add_arguments(parser)
-    return run
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ['--child']:
-        print(json.dumps(_child(json.loads(argv[1]))))
-        return 0
-    return script_main(__doc__, add_arguments, run, argv)
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+if __name__ == '__main__':  # a measuring child of _spawn: python -m gmamba_zoo.bench.models --child SPEC_JSON
+    print(json.dumps(_child(json.loads(sys.argv[2]))))

@@ -42,21 +42,24 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
-from fvcore.nn import jit_handles as jh
 from torch import nn
 
-from .cli import command, script_main
+from ..compat import flop_analysis, fvcore_nn
+from ..models.features import feature_info_dicts
+from ..models.swin import create_for_input_size
+from ..models.variants import baseline_name
 
 __all__ = [
     'FLOP_HANDLES', 'SHAPE_OPS', 'ELEMENTWISE_OPS', 'FLOP_FREE_OPS', 'SkippedOpsError', 'ZooFlopCountAnalysis',
     'count', 'count_params', 'baseline_name', 'fft_flop_jit', 'scan_flop_jit', 'sdpa_flop_jit', 'matmul_flop_jit',
     'reduction_flop_jit', 'avg_pool_flop_jit', 'baddbmm_flop_jit', 'PAPER', 'CONVENTION', 'build_report',
-    'add_arguments', 'run', 'main',
+    'add_arguments', 'run',
 ]
 
 CONVENTION = ('fvcore counts one multiply-add as one FLOP, so GFLOPs here are GMACs (the unit the papers report '
               'as FLOPs).')
 
+jh = fvcore_nn().jit_handles
 Handle = Callable[[List[Any], List[Any]], float]
 
 
@@ -241,15 +244,12 @@ class ZooFlopCountAnalysis:
 
     def __init__(self, model: nn.Module, inputs: Tuple[torch.Tensor, ...],
                  handles: Optional[Dict[str, Handle]] = None, flop_free: Optional[Iterable[str]] = None):
-        from fvcore.nn import FlopCountAnalysis
-        self.fca = FlopCountAnalysis(model, inputs)
-        self.fca.clear_op_handles()
-        # fvcore 0.1.5 keeps its built-in ignore list in this attribute; emptying it makes our allow-list the only one
-        self.fca._ignored_ops = set()
-        self.fca.set_op_handle(**(FLOP_HANDLES if handles is None else handles))
+        handles = FLOP_HANDLES if handles is None else handles
+        self.fca = flop_analysis(model, inputs)  # our handles and allow-list are the only ones
+        self.fca.set_op_handle(**handles)
         self.not_counted: Counter = Counter()
         for op in (FLOP_FREE_OPS if flop_free is None else flop_free):
-            if op not in self.fca._op_handles:
+            if op not in handles:
                 self.fca.set_op_handle(op, self._recorder(op))
         self.fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
 
@@ -313,21 +313,8 @@ def count(model: nn.Module, input_size: Sequence[int], handles: Optional[Dict[st
 # Models, baselines and the papers' figures
 # ----------------------------------------------------------------------------------------------------------------
 
-_BASELINES = {
-    'resnet18_gmamba': 'resnet18', 'resnet34_gmamba': 'resnet34', 'resnet50_gmamba': 'resnet50',
-    'resnet101_gmamba': 'resnet101', 'convnext_t_gmamba': 'convnext_tiny', 'convnext_s_gmamba': 'convnext_small',
-    'convnext_b_gmamba': 'convnext_base', 'swin_t_gmamba': 'swin_tiny_patch4_window7_224',
-    'swin_s_gmamba': 'swin_small_patch4_window7_224', 'vgamba_b': 'resnet50', 'vgamba_l': 'resnet101',
-}
-
-
-def baseline_name(name: str) -> Optional[str]:
-    """The plain timm model a zoo model extends (GMamba) or whose layout it follows (vGamba); None if unknown."""
-    return _BASELINES.get(name)
-
-
-#: The papers' figures. GMamba reports parameters added over the plain model for given block layouts (SPEC 2);
-#: vGamba reports totals at 224 (SPEC 3), taken with a counter that misses functional matmuls and scans and
+#: The papers' figures. GMamba reports parameters added over the plain model for given block layouts;
+#: vGamba reports totals at 224, taken with a counter that misses functional matmuls and scans and
 #: parameters held by non-leaf modules.
 PAPER: Dict[str, Dict[str, Any]] = {
     'resnet34_gmamba': {'delta_params_m': 5.63, 'layout': '+GMamba x7 (2,2,2,1)'},
@@ -346,23 +333,17 @@ PAPER_LAYOUTS = [
 
 
 def _feature_info(model: nn.Module) -> Tuple[List[int], List[int]]:
-    feats = getattr(model, 'feature_info', None) or []
-    feats = feats.get_dicts() if hasattr(feats, 'get_dicts') else feats
+    feats = feature_info_dicts(model)
     return [f['num_chs'] for f in feats], [f['reduction'] for f in feats]
 
 
 def _create(name: str, size: Optional[Tuple[int, int]] = None, **kwargs) -> nn.Module:
-    """Build a model; for a size other than its default, models with a fixed input size (Swin) are resized.
+    """Build a model in eval mode, laid out for ``size``: a Swin (plain or GMamba) keeps its windows at any size.
 
-    A resized Swin keeps its window size (timm's default would scale the windows with the grid, which is another
-    computation than the one the model does at 224 and than our GMamba Swin does at any size).
+    Both a model and its baseline come from :func:`gmamba_zoo.models.create_for_input_size`, so a plain Swin
+    baseline computes the way the GMamba Swin does (timm's own resize would scale the windows with the grid).
     """
-    import timm
-    model = timm.create_model(name, pretrained=False, **kwargs)
-    if size is not None and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
-        window = getattr(model.layers[0].blocks[0], 'window_size', None) if hasattr(model, 'layers') else None
-        model.set_input_size(img_size=size, **({'window_size': tuple(window)} if window is not None else {}))
-    return model.eval()
+    return create_for_input_size(name, size, **kwargs).eval()
 
 
 def measure(name: str, size: Tuple[int, int], det_size: Optional[Tuple[int, int]],
@@ -391,7 +372,7 @@ def measure(name: str, size: Tuple[int, int], det_size: Optional[Tuple[int, int]
 
 def paper_layout_params() -> List[Dict[str, Any]]:
     """Parameters the GMamba block adds in the paper's layouts, from :class:`gmamba_zoo.GMambaBlock` alone."""
-    from .layers import GMambaBlock
+    from ..layers import GMambaBlock
     out = []
     for label, blocks, widths, paper in PAPER_LAYOUTS:
         ours = sum(n * count_params(GMambaBlock(w)) for n, w in zip(blocks, widths))
@@ -512,7 +493,7 @@ FORMULAS = [
     'Norms: fvcore (4 or 5 per element); `aten::mean`, `aten::sum`, `aten::avg_pool2d`, '
     '`aten::adaptive_avg_pool2d`: one per summed element; upsampling: 1 (nearest), 2 (linear 1-D), 4 (bilinear, '
     'fvcore) or 16 (bicubic) per output element.',
-    'Not counted (explicit allow-list in `gmamba_zoo/flops.py`): data movement and element-wise ops (adds, '
+    'Not counted (explicit allow-list in `gmamba_zoo/flops/counter.py`): data movement and element-wise ops (adds, '
     'products, activations, softmax, comparisons, max-pooling). Any other op with no handle fails the report.',
 ]
 
@@ -520,7 +501,7 @@ FORMULAS = [
 def _vgamba_note() -> str:
     return ('vGamba: the paper\'s counter counts neither parameters held directly by a non-leaf module nor '
             'functional matmuls and scans, so the complete counts here are higher than the paper\'s '
-            '(SPEC section 3); the model is not shrunk to match.')
+            '(docs/vgamba.md breaks the difference down); the model is not shrunk to match.')
 
 
 def markdown(rep: Dict[str, Any], command: str) -> str:
@@ -589,7 +570,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import list_models
+    from ..models import list_models
     names = args.models or list_models()
     unknown = sorted(set(names) - set(list_models()))
     if unknown:
@@ -608,8 +589,8 @@ def run(args: argparse.Namespace) -> int:
     print(_text(head[:-1], [row[:-1] for row in body]))
     seen = sorted({op.split('::')[-1] for r in rep['models'] for op in r.get('not_counted', {})})
     print(f"\nNot counted (allow-listed FLOP-free ops seen): {', '.join(seen)}")
-    from .benchmark import _command_line
-    command = _command_line('scripts/report_flops.py', 'flops', args)
+    from ..bench.machine import command_line
+    command = command_line('scripts/report_flops.py', 'flops', args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(markdown(rep, command))
@@ -624,18 +605,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"FAILED: FLOP-bearing ops were skipped: {json.dumps(rep['skipped'])}", file=sys.stderr)
         return 1
     return 0
-
-
-@command('flops')
-def _flops_cmd(parser: argparse.ArgumentParser):
-    """Params, GFLOPs (fvcore), feature channels and strides of every model and its baseline."""
-    add_arguments(parser)
-    return run
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return script_main(__doc__, add_arguments, run, argv)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -9,7 +9,7 @@
 Example::
 
     from torchvision.models.detection import FasterRCNN
-    from gmamba_zoo.detection import detection_backbone
+    from gmamba_zoo.integrations.detection import detection_backbone
 
     model = FasterRCNN(detection_backbone('resnet50_gmamba', pretrained=True), num_classes=91)
 
@@ -29,6 +29,8 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ..models.features import FeatureGetterNet, feature_info_dicts, is_features_only
 
 __all__ = ['DetectionBackbone', 'detection_backbone', 'build_detector', 'default_out_indices']
 
@@ -67,10 +69,11 @@ class DetectionBackbone(nn.Module):
         if extra_blocks is None and use_pool_level:
             extra_blocks = LastLevelMaxPool()
         self.body = body
+        taps = feature_info_dicts(body)
         self.fpn = FeaturePyramidNetwork(
-            body.feature_info.channels(), fpn_channels, extra_blocks=extra_blocks, norm_layer=norm_layer)
+            [t['num_chs'] for t in taps], fpn_channels, extra_blocks=extra_blocks, norm_layer=norm_layer)
         self.out_channels = fpn_channels
-        reductions = list(body.feature_info.reduction())
+        reductions = [t['reduction'] for t in taps]
         self.strides = reductions + ([reductions[-1] * 2] if isinstance(extra_blocks, LastLevelMaxPool) else [])
 
     def forward(self, x: Tensor) -> 'OrderedDict[str, Tensor]':
@@ -113,13 +116,12 @@ def detection_backbone(
         ValueError: ``out_indices`` given with a ``features_only`` model, or model kwargs with a model.
     """
     import timm
-    from timm.models._features import FeatureDictNet, FeatureGetterNet, FeatureHookNet, FeatureListNet
 
     if isinstance(name_or_model, str):
         if out_indices is None:
             with torch.device('meta'):  # structure only: the wrapper's default feature_info lists every tap
                 probe = timm.create_model(name_or_model, pretrained=False, features_only=True, **model_kwargs)
-            indices = default_out_indices(probe.feature_info.reduction())
+            indices = default_out_indices([i['reduction'] for i in feature_info_dicts(probe)])
         else:
             indices = tuple(out_indices)
         body = timm.create_model(name_or_model, pretrained=pretrained, features_only=True, out_indices=indices,
@@ -127,19 +129,18 @@ def detection_backbone(
     elif isinstance(name_or_model, nn.Module):
         if pretrained or model_kwargs:
             raise ValueError('detection_backbone: pretrained and model kwargs apply to a model name only; got a model.')
-        if isinstance(name_or_model, (FeatureDictNet, FeatureListNet, FeatureHookNet, FeatureGetterNet)):
+        if is_features_only(name_or_model):
             if out_indices is not None:
                 raise ValueError('detection_backbone: got a features_only model: choose its out_indices when '
                                  'creating it (timm.create_model(..., features_only=True, out_indices=...)).')
             body = name_or_model
         elif hasattr(name_or_model, 'forward_intermediates') and hasattr(name_or_model, 'feature_info'):
-            info = name_or_model.feature_info
-            reductions = [i['reduction'] for i in info] if isinstance(info, (list, tuple)) else info.reduction()
+            reductions = [i['reduction'] for i in feature_info_dicts(name_or_model)]
             indices = tuple(out_indices) if out_indices is not None else default_out_indices(reductions)
             body = FeatureGetterNet(name_or_model, out_indices=indices)
             spec = getattr(name_or_model, 'input_spec', None)
             if spec is not None:  # keep the zoo's input checks on the wrapper that now runs instead of forward
-                from .models._validation import install_input_checks
+                from ..models._validation import install_input_checks
                 install_input_checks(body, spec.name, spec.in_chans)
         else:
             raise TypeError(f'detection_backbone: {type(name_or_model).__name__} has no forward_intermediates and '

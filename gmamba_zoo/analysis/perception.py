@@ -1,9 +1,9 @@
 """Global perception, made checkable: the paper's gradient criterion and effective receptive fields.
 
-GMamba's claim (SPEC section 2, "Global perception, the paper's definition"): a map is global when every output
-depends on every input position, ``||d f(X) / d X_{i,j}|| >= tau > 0`` everywhere, with no causal order. A causal
-scan fails it (an output has zero gradient with respect to every later position in scan order) and so does a CNN whose
-depth limits its reach. :func:`gradient_criterion` measures it exactly for any module and input size.
+GMamba's claim, in the paper's definition of global perception: a map is global when every output depends on every
+input position, ``||d f(X) / d X_{i,j}|| >= tau > 0`` everywhere, with no causal order. A causal scan fails it (an
+output has zero gradient with respect to every later position in scan order) and so does a CNN whose depth limits its
+reach. :func:`gradient_criterion` measures it exactly for any module and input size.
 
 :func:`effective_receptive_field` is the usual ERF (Luo et al., NeurIPS 2016, "Understanding the Effective Receptive
 Field in Deep Convolutional Neural Networks"): the gradient of the centre of a feature map with respect to the input,
@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .cli import command
+from ..models.features import feature_info_dicts
 
 __all__ = [
     'GlobalPerceptionResult', 'gradient_criterion', 'effective_receptive_field', 'erf_area_ratio', 'noise_images',
@@ -165,9 +165,9 @@ class GlobalPerceptionResult:
         c, h, w = self.input_shape
         what = 'input element (i, j, c)' if self.per_channel else 'input position (i, j)'
         lines = [
-            f'Gradient criterion (GMamba, SPEC section 2) for {self.name}: input {list(self.input_shape)} -> output '
-            f'map {list(self.output_shape)}; exact Jacobian, tau = min over each {what} of the gradient norm / its '
-            f'mean.']
+            f'Gradient criterion (the GMamba paper\'s definition of global perception) for {self.name}: input '
+            f'{list(self.input_shape)} -> output map {list(self.output_shape)}; exact Jacobian, tau = min over each '
+            f'{what} of the gradient norm / its mean.']
         for k, (p, t) in enumerate(zip(self.positions, self.taus.tolist())):
             lines.append(f'  output {p}: tau = {t:.3e}; {self._describe_zeros(k)}')
         verdict = 'HOLDS' if self.holds else 'FAILS'
@@ -458,14 +458,14 @@ def erf_models(name: str, layer_scale: float = 0.5, seed: int = 0, depths: Optio
         ``{'<name> (GSSM)': ..., '<name> scan-only': ..., '<base> (plain)': ...}``, all in eval mode.
     """
     import timm
-    from .models import gmamba as gm
-    if name not in gm.GMAMBA_VARIANTS:
-        raise ValueError(f'erf_models: {name!r} is not a GMamba model; expected one of {sorted(gm.GMAMBA_VARIANTS)}.')
-    base, default_depths, _ = gm.GMAMBA_VARIANTS[name]
-    depths = tuple(depths or default_depths)
+    from ..models.variants import GMAMBA_VARIANTS
+    if name not in GMAMBA_VARIANTS:
+        raise ValueError(f'erf_models: {name!r} is not a GMamba model; expected one of {sorted(GMAMBA_VARIANTS)}.')
+    variant = GMAMBA_VARIANTS[name]
+    base, depths = variant.base, tuple(depths or variant.depths)
     # timm's ResNets zero the last BatchNorm of each residual branch at init, which leaves a random ResNet with almost
     # no receptive field (only the shortcuts); a conv ERF needs the branches live
-    model_kwargs = dict(zero_init_last=False) if base.startswith(('resnet', 'resnext')) else {}
+    model_kwargs = dict(zero_init_last=False) if variant.family == 'resnet' else {}
     torch.manual_seed(seed)
     plain = timm.create_model(name, gmamba_depths=(0,) * len(depths), **model_kwargs)
     out = {}
@@ -489,7 +489,7 @@ class _Intermediate(nn.Module):
         self.model, self.index = model, index
 
     def forward(self, x: Tensor) -> Tensor:
-        n = len(self.model.feature_info)
+        n = len(feature_info_dicts(self.model))
         if not -n <= self.index < n:
             raise ValueError(f'gmamba-zoo erf: --stage {self.index} but the model has {n} feature taps.')
         return self.model.forward_intermediates(x, indices=[self.index % n], intermediates_only=True)[0]
@@ -529,7 +529,7 @@ def run_erf(args: argparse.Namespace) -> int:
 
 def _run_erf(args: argparse.Namespace) -> int:
     require_matplotlib()  # fail before the slow part
-    from . import list_models
+    from ..models import list_models
     if args.name not in list_models():
         raise SystemExit(f'gmamba-zoo erf: unknown model {args.name!r}; `gmamba-zoo list` shows the models.')
     size = args.size * 2 if len(args.size) == 1 else args.size
@@ -576,16 +576,8 @@ def _run_erf(args: argparse.Namespace) -> int:
     return 0
 
 
-@command('erf')
-def _erf_cmd(parser: argparse.ArgumentParser):
-    """Effective receptive field heat maps (PNG) of a GMamba model, its plain backbone and a scan-only variant."""
-    add_erf_arguments(parser)
-    return run_erf
-
-
-@command('criterion')
-def _criterion_cmd(parser: argparse.ArgumentParser):
-    """The paper's gradient criterion (does every output depend on every input position?) for a model's features."""
+def add_criterion_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``gmamba-zoo criterion``."""
     parser.add_argument('name', help='a model from `gmamba-zoo list`')
     parser.add_argument('--size', type=int, nargs='+', default=[64], metavar='PX', help='input H [W] (default 64)')
     parser.add_argument('--layer-scale', type=float, default=0.5, help='layer-scale init of GMamba blocks')
@@ -595,28 +587,29 @@ def _criterion_cmd(parser: argparse.ArgumentParser):
                         help='output positions as row col pairs (default: first, centre, last)')
     parser.add_argument('--seed', type=int, default=0)
 
-    def run(args):
-        import timm
-        from . import list_models
-        if args.name not in list_models():
-            raise SystemExit(f'gmamba-zoo criterion: unknown model {args.name!r}; `gmamba-zoo list` shows them.')
-        h, w = (args.size * 2)[:2] if len(args.size) == 1 else args.size[:2]
-        from .models import gmamba as gm
-        torch.manual_seed(args.seed)
-        extra = {}
-        if args.name in gm.GMAMBA_VARIANTS:
-            extra['gmamba_kwargs'] = dict(layer_scale_init_value=args.layer_scale)
-            if args.scan_only:
-                extra['gmamba_kwargs']['frequency_path'] = False
-        elif args.scan_only:
-            raise SystemExit(f'gmamba-zoo criterion: --scan-only needs a GMamba model, not {args.name!r}.')
-        model = timm.create_model(args.name, features_only=True, **extra)
-        pos = args.positions
-        if pos is not None and len(pos) % 2:
-            raise SystemExit('gmamba-zoo criterion: --positions takes row col pairs.')
-        pos = None if pos is None else list(zip(pos[::2], pos[1::2]))
-        res = gradient_criterion(model, (3, h, w), pos, stage=args.stage, seed=args.seed)
-        res.name = args.name + (' (scan-only)' if args.scan_only else '')
-        print(res.report())
-        return 0 if res.holds else 1
-    return run
+
+def run_criterion(args: argparse.Namespace) -> int:
+    """``gmamba-zoo criterion``: the criterion's report; exit code 0 when it holds."""
+    import timm
+    from ..models import list_models
+    if args.name not in list_models():
+        raise SystemExit(f'gmamba-zoo criterion: unknown model {args.name!r}; `gmamba-zoo list` shows them.')
+    h, w = (args.size * 2)[:2] if len(args.size) == 1 else args.size[:2]
+    from ..models.variants import GMAMBA_VARIANTS
+    torch.manual_seed(args.seed)
+    extra = {}
+    if args.name in GMAMBA_VARIANTS:
+        extra['gmamba_kwargs'] = dict(layer_scale_init_value=args.layer_scale)
+        if args.scan_only:
+            extra['gmamba_kwargs']['frequency_path'] = False
+    elif args.scan_only:
+        raise SystemExit(f'gmamba-zoo criterion: --scan-only needs a GMamba model, not {args.name!r}.')
+    model = timm.create_model(args.name, features_only=True, **extra)
+    pos = args.positions
+    if pos is not None and len(pos) % 2:
+        raise SystemExit('gmamba-zoo criterion: --positions takes row col pairs.')
+    pos = None if pos is None else list(zip(pos[::2], pos[1::2]))
+    res = gradient_criterion(model, (3, h, w), pos, stage=args.stage, seed=args.seed)
+    res.name = args.name + (' (scan-only)' if args.scan_only else '')
+    print(res.report())
+    return 0 if res.holds else 1

@@ -28,9 +28,9 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .cli import script_main
+from .machine import machine, proc_status
 
-__all__ = ['CONFIGS', 'add_arguments', 'run', 'main']
+__all__ = ['CONFIGS', 'add_arguments', 'run']
 
 # label -> (batch, dim, d_state, length); 'S1' is the speed target, 'M' the memory target (a detection-size map)
 CONFIGS = {
@@ -62,14 +62,6 @@ def _impl(name: str):
     return lambda ins: fn(**ins, delta_softplus=True)
 
 
-def _proc_status(key: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
 def _child_time(cfg: str, impl: str, repeats: int) -> dict:
     ins, f = _inputs(*CONFIGS[cfg]), _impl(impl)
     fwd, fwd_bwd = [], []
@@ -97,10 +89,10 @@ def _child_memory(cfg: str, impl: str) -> dict:
     input_bytes = sum(ins[k].numel() * ins[k].element_size() for k in ('u', 'delta', 'z', 'B', 'C'))
     with open('/proc/self/clear_refs', 'w') as fh:
         fh.write('5')  # reset the peak resident set size to the current one
-    base = _proc_status('VmRSS')
+    base = proc_status('VmRSS')
     y = f(ins)
     y.backward(torch.randn(y.shape))
-    peak = _proc_status('VmHWM')
+    peak = proc_status('VmHWM')
     return {'input_mb': input_bytes / 2 ** 20, 'peak_above_inputs_mb': (peak - base) / 2 ** 20}
 
 
@@ -110,24 +102,11 @@ def _spawn(kind: str, cfg: str, impl: str, repeats: int) -> dict:
         env['GMAMBA_ZOO_CPU_RECURRENCE'] = 'python'
     if kind == 'memory':
         env['MALLOC_MMAP_THRESHOLD_'] = '65536'
-    cmd = [sys.executable, '-m', 'gmamba_zoo.bench_scan', '--child', kind, cfg, impl, str(repeats)]
+    cmd = [sys.executable, '-m', 'gmamba_zoo.bench.scan', '--child', kind, cfg, impl, str(repeats)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode:
         raise RuntimeError(f'benchmark child {cmd} failed:\n{res.stderr}')
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    from .ops import cpu_recurrence
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
-            'python': platform.python_version(), 'date': datetime.date.today().isoformat(),
-            'cpu_recurrence': cpu_recurrence()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,15 +192,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ['--child']:
-        kind, cfg, impl, repeats = argv[1:5]
-        res = _child_time(cfg, impl, int(repeats)) if kind == 'time' else _child_memory(cfg, impl)
-        print(json.dumps(res))
-        return 0
-    return script_main(__doc__, add_arguments, run, argv)
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+if __name__ == '__main__':  # a measuring child of _spawn: python -m gmamba_zoo.bench.scan --child KIND CFG IMPL REPEATS
+    _kind, _cfg, _impl, _repeats = sys.argv[2:6]
+    print(json.dumps(_child_time(_cfg, _impl, int(_repeats)) if _kind == 'time' else _child_memory(_cfg, _impl)))

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Dict, List, Optional
 
 import torch
 
-__all__ = ['bench_compile', 'main']
+__all__ = ['bench_compile', 'add_arguments', 'run']
 
 
 def _time(fn, x: torch.Tensor, repeats: int, device: torch.device) -> float:
@@ -39,7 +38,6 @@ def bench_compile(model_name: str, size: int = 224, batch: int = 1, backend: str
         ``rel_diff`` (L2) of the outputs.
     """
     import timm
-    import gmamba_zoo  # noqa: F401
     dev = torch.device(device)
     kwargs = dict(gmamba_kwargs=dict(layer_scale_init_value=0.1)) if model_name.endswith('_gmamba') else {}
     model = timm.create_model(model_name, **kwargs).eval().to(dev)
@@ -57,8 +55,8 @@ def bench_compile(model_name: str, size: int = 224, batch: int = 1, backend: str
                 max_abs_diff=float(diff.abs().max()), rel_diff=float(diff.norm() / y_eager.float().norm()))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``gmamba-zoo bench-compile``."""
     p.add_argument('--model', default='resnet18_gmamba')
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--batch', type=int, default=1)
@@ -66,12 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--mode', default=None, help='torch.compile mode, e.g. max-autotune')
     p.add_argument('--device', default='cpu')
     p.add_argument('--repeats', type=int, default=5)
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
+    """``gmamba-zoo bench-compile``: print the comparison as JSON."""
     res = bench_compile(a.model, a.size, a.batch, a.backend, a.device, a.repeats, a.mode)
     print(json.dumps(dict(model=a.model, size=a.size, batch=a.batch, backend=a.backend, device=a.device,
                           torch=torch.__version__, **res), indent=2))
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

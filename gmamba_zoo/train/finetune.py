@@ -44,9 +44,10 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .cli import command, script_main
+from ..hub.checkpoint import load_checkpoint_into, read_checkpoint, safetensors_metadata, save_safetensors
 
-__all__ = ['add_arguments', 'train', 'run', 'main', 'save_checkpoint', 'load_checkpoint', 'CHECKPOINT_DIR']
+
+__all__ = ['add_arguments', 'train', 'run', 'save_checkpoint', 'load_checkpoint', 'CHECKPOINT_DIR']
 
 CHECKPOINT_DIR = 'checkpoint'
 MODEL_FILE = 'model.safetensors'
@@ -125,17 +126,13 @@ class _SkipSampler(Sampler):
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
                     epoch: int, args: Dict[str, Any]) -> Path:
     """Write ``model.safetensors`` and ``training_state.pt`` into ``folder``, each atomically; returns the folder."""
-    import safetensors.torch
     folder.mkdir(parents=True, exist_ok=True)
     state = dict(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
                  step=step, epoch=epoch, args=args)
     tmp = folder / (STATE_FILE + '.tmp')
     torch.save(state, tmp)
     os.replace(tmp, folder / STATE_FILE)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = folder / (MODEL_FILE + '.tmp')
-    safetensors.torch.save_file(weights, str(tmp), metadata={'step': str(step), 'model': str(args.get('model'))})
-    os.replace(tmp, folder / MODEL_FILE)
+    save_safetensors(model, folder / MODEL_FILE, metadata={'step': str(step), 'model': str(args.get('model'))})
     return folder
 
 
@@ -151,8 +148,6 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Optional[torch.opti
         CheckpointMismatchError: The weights are another model's (keys named).
         ValueError: The two files are from different saves.
     """
-    import safetensors
-    from .hub import load_checkpoint_into, read_checkpoint
     path = Path(path)
     folder = path.parent if path.name == MODEL_FILE else path
     for name in (MODEL_FILE, STATE_FILE):
@@ -161,8 +156,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Optional[torch.opti
                                     f'written by gmamba-zoo train ({MODEL_FILE} + {STATE_FILE}).')
     load_checkpoint_into(model, read_checkpoint(folder / MODEL_FILE), source=f'checkpoint {folder / MODEL_FILE}')
     state = torch.load(folder / STATE_FILE, map_location='cpu', weights_only=True)
-    with safetensors.safe_open(str(folder / MODEL_FILE), 'pt') as f:
-        weights_step = (f.metadata() or {}).get('step')
+    weights_step = safetensors_metadata(folder / MODEL_FILE).get('step')
     if weights_step is not None and int(weights_step) != state['step']:
         raise ValueError(f'{folder}: {MODEL_FILE} is from step {weights_step} but {STATE_FILE} from step '
                          f'{state["step"]} (an interrupted save?); cannot resume consistently.')
@@ -203,7 +197,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a('--model', default='resnet18_gmamba', help='a zoo model name (default: resnet18_gmamba)')
     a('--pretrained', action='store_true', help="start from the registry's pretrained weights")
     a('--initial-checkpoint', type=Path, help='start from these weights (.safetensors / .pth); keys must match')
-    a('--model-args', type=json.loads, default={}, help='JSON dict for timm.create_model, e.g. \'{"drop_path_rate": 0.1}\'')
+    a('--model-args', type=json.loads, default={},
+      help='JSON dict for timm.create_model, e.g. \'{"drop_path_rate": 0.1}\'')
     a('--num-classes', type=int, help='default: the number of class folders')
     a('--train-split', default='train')
     a('--val-split', default=None, help='evaluate top-1 on ROOT/<val-split> after each epoch')
@@ -241,8 +236,7 @@ def _json_args(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     import timm
-    from . import list_models
-    from .hub import load_checkpoint_into, read_checkpoint
+    from ..models import list_models
     if args.model not in list_models():
         raise ValueError(f'--model {args.model!r} is not a zoo model; `gmamba-zoo list` shows them.')
     if args.pretrained and args.initial_checkpoint:
@@ -396,9 +390,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         if log_file:
             log_file.close()
         if args.save_replicas:
-            import safetensors.torch
-            safetensors.torch.save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-                                        str(args.output / f'replica-rank{env.rank}.safetensors'))
+            save_safetensors(model, args.output / f'replica-rank{env.rank}.safetensors')
             env.barrier()
         return dict(step=step, epoch=step // steps_per_epoch, start_step=start_step, loss=last_loss,
                     val_top1=val_top1, checkpoint=str(ckpt_dir))
@@ -426,18 +418,3 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get('RANK', '0')) == 0:
         print(json.dumps(summary), flush=True)
     return 0
-
-
-@command('train')
-def _train_cmd(parser: argparse.ArgumentParser):
-    """Fine-tune a model on an ImageFolder data set (single process, or DDP under torchrun)."""
-    add_arguments(parser)
-    return run
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return script_main(__doc__, add_arguments, run, argv)
-
-
-if __name__ == '__main__':
-    sys.exit(main())
