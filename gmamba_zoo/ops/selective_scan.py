@@ -1,4 +1,4 @@
-"""Selective scan (Mamba S6) with a pure-PyTorch chunked backend and the mamba-ssm CUDA kernel.
+"""Selective scan (Mamba S6): a pure-PyTorch chunked scan, fused numba (CPU) and Triton (GPU) kernels, mamba-ssm.
 
 The recurrence, with inputs shaped as in ``mamba_ssm.selective_scan_fn``::
 
@@ -7,25 +7,29 @@ The recurrence, with inputs shaped as in ``mamba_ssm.selective_scan_fn``::
     y_t   = <h_t, C_t> + D * u_t
     y     = y * silu(z)                                       # when z is given
 
-Two backends sit behind one ``torch.library`` custom op (``gmamba_zoo::selective_scan``), so
+Four backends sit behind one ``torch.library`` custom op (``gmamba_zoo::selective_scan``), so
 ``torch.compile``, ``torch.export`` and fvcore's tracer each see a single node whichever runs:
 
-* ``"torch"``: works on every device. The sequence is cut into chunks of ``chunk_size`` steps. Forward
-  keeps only the state at each chunk boundary; backward recomputes the states of one chunk at a time
-  from its boundary state and runs the adjoint (reverse) recurrence over it. Memory above the inputs is
-  therefore O(B*D*L + B*N*L) plus one state per chunk: the whole [L, B, D, N] state tensor is never
-  materialised. Work inside a chunk is time-major in preallocated buffers that are reused for every
-  chunk. The step loop is one in-place ``addcmul_`` per time step, or, when the optional ``numba`` package
-  is installed (``pip install gmamba-zoo[cpu]``), one compiled call per chunk doing the same arithmetic
-  (:func:`cpu_recurrence` says which; ``GMAMBA_ZOO_CPU_RECURRENCE`` chooses).
-  The recurrence is evaluated directly (no log-space cumulative sums, no division by a decay), so it is
-  stable for any decay rate. Arithmetic is float32 whatever the input dtypes.
+* ``"torch"``: works on every device; the fallback and the reference. The sequence is cut into chunks of
+  ``chunk_size`` steps. Forward keeps only the state at each chunk boundary; backward recomputes the states of one
+  chunk at a time from its boundary state and runs the adjoint (reverse) recurrence over it, so the whole
+  [L, B, D, N] state tensor is never materialised. Work inside a chunk is time-major in preallocated buffers reused
+  for every chunk. The step loop is one in-place ``addcmul_`` per time step, or, when numba is installed, one
+  compiled call per chunk doing the same arithmetic (:func:`cpu_recurrence` says which;
+  ``GMAMBA_ZOO_CPU_RECURRENCE`` chooses). The recurrence is evaluated directly (no log-space cumulative sums, no
+  division by a decay), so it is stable for any decay rate.
+* ``"numba"``: a fused CPU kernel (:mod:`gmamba_zoo.ops.numba_scan`): one compiled, parallel call over the whole
+  sequence, each (batch, channel) pair's state in registers; it keeps one state every :data:`KERNEL_CHUNK_SIZE` steps
+  for the backward.
+* ``"triton"``: the same design as a Triton GPU kernel (:mod:`gmamba_zoo.ops.triton_scan`), forward and backward,
+  for users without a mamba-ssm build; on CPU tensors only under Triton's interpreter (``TRITON_INTERPRET=1``).
 * ``"cuda"``: the ``selective_scan_cuda`` kernel of the ``mamba-ssm`` package, for CUDA tensors.
 
-Backend selection, strongest first: the ``backend=`` argument, the :func:`scan_backend` context manager
-(or :func:`set_scan_backend`), the ``GMAMBA_ZOO_SCAN_BACKEND`` environment variable, then ``"auto"``:
-the kernel for CUDA tensors when mamba-ssm imports, the PyTorch scan otherwise. On CUDA tensors without
-the kernel, ``"auto"`` warns once and falls back; an explicit ``"cuda"`` raises.
+Arithmetic is float32 whatever the input dtypes in every backend. Selection, strongest first: the ``backend=``
+argument, the :func:`scan_backend` context manager (or :func:`set_scan_backend`), the ``GMAMBA_ZOO_SCAN_BACKEND``
+environment variable, then ``"auto"``: cuda > triton > torch for CUDA tensors, numba > torch on CPU.
+A backend ``"auto"`` passes over for a fixable reason (a missing package) is named once in a warning; a backend
+asked for by name that cannot run raises an error that says why.
 """
 from __future__ import annotations
 
@@ -43,16 +47,16 @@ from torch import Tensor
 __all__ = [
     'selective_scan_fn', 'selective_scan_ref', 'autocast_off', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
     'resolve_scan_backend', 'cuda_kernel_available', 'auto_chunk_size', 'cpu_recurrence', 'SCAN_BACKENDS',
-    'DEFAULT_CHUNK_SIZE', 'CPU_RECURRENCES',
+    'DEFAULT_CHUNK_SIZE', 'KERNEL_CHUNK_SIZE', 'CPU_RECURRENCES',
 ]
 
-SCAN_BACKENDS = ('auto', 'torch', 'cuda')
+SCAN_BACKENDS = ('auto', 'torch', 'numba', 'triton', 'cuda')
 ENV_BACKEND = 'GMAMBA_ZOO_SCAN_BACKEND'
-DEFAULT_CHUNK_SIZE = None  # chosen from the step size by auto_chunk_size
+DEFAULT_CHUNK_SIZE = None  # torch: chosen from the step size by auto_chunk_size; numba/triton: KERNEL_CHUNK_SIZE
+KERNEL_CHUNK_SIZE = 64  # steps between the states the numba and Triton kernels save for their backward
 
 _state = threading.local()
 _global_backend: Optional[str] = None
-_warned_fallback = False
 
 
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
@@ -120,6 +124,14 @@ class _OptionalModule:
 
 
 _cuda_kernel = _OptionalModule('selective_scan_cuda')  # mamba-ssm's compiled extension
+_numba_kernel = _OptionalModule('gmamba_zoo.ops.numba_scan')
+_triton_kernel = _OptionalModule('gmamba_zoo.ops.triton_scan')
+# backend -> (its module, the package a user installs for it)
+_KERNELS = {'cuda': (_cuda_kernel, 'mamba-ssm (`pip install gmamba-zoo[cuda]`)'),
+            'numba': (_numba_kernel, 'numba (`pip install numba`)'),
+            'triton': (_triton_kernel, 'triton (it ships with the CUDA build of torch)')}
+_AUTO_ORDER = {'cuda': ('cuda', 'triton'), 'cpu': ('numba',)}  # tried in this order before 'torch'
+_warned: set = set()
 
 
 def cuda_kernel_available() -> bool:
@@ -127,38 +139,54 @@ def cuda_kernel_available() -> bool:
     return _cuda_kernel.get() is not None
 
 
+def _why_not(name: str, device_type: str) -> Optional[str]:
+    """Why backend ``name`` cannot run on ``device_type`` tensors here, or None if it can."""
+    if name == 'torch':
+        return None
+    if name in ('cuda', 'triton') and device_type != 'cuda' and not (
+            name == 'triton' and device_type == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1'):
+        return (f"scan backend {name!r} needs CUDA tensors, got tensors on {device_type}"
+                + (" (on CPU only under Triton's interpreter, TRITON_INTERPRET=1)" if name == 'triton' else '') + '.')
+    if name == 'numba' and device_type != 'cpu':
+        return f"scan backend 'numba' needs CPU tensors, got tensors on {device_type}."
+    module, package = _KERNELS[name]
+    if module.get() is None:
+        return f'scan backend {name!r} needs {package}, which is not importable here ({module.error}).'
+    if name == 'triton' and device_type == 'cpu' and not module.module.interpreted():
+        return ("scan backend 'triton' on CPU needs TRITON_INTERPRET=1 set before gmamba_zoo.ops.triton_scan is "
+                'first imported.')
+    return None
+
+
 def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str] = None) -> str:
-    """Which backend runs for tensors on ``device``: ``'torch'`` or ``'cuda'``.
+    """Which backend runs for tensors on ``device``: ``'torch'``, ``'numba'``, ``'triton'`` or ``'cuda'``.
+
+    ``'auto'`` picks cuda > triton > torch for CUDA tensors and numba > torch on CPU; a backend it passes over for a
+    reason the user can fix (a missing package) is named once in a ``RuntimeWarning``.
 
     Args:
         device: Device of the scan's inputs.
         backend: Explicit request; ``None`` uses :func:`get_scan_backend`.
 
     Raises:
-        RuntimeError: ``'cuda'`` was requested for non-CUDA tensors or mamba-ssm is not importable.
+        RuntimeError: A backend requested by name cannot run here; the message says why (device, missing package).
     """
-    global _warned_fallback
     name = _check_backend_name(backend) if backend is not None else get_scan_backend()
-    is_cuda = torch.device(device).type == 'cuda'
-    if name == 'torch':
-        return 'torch'
-    if name == 'cuda':
-        if not is_cuda:
-            raise RuntimeError(f"Scan backend 'cuda' needs CUDA tensors, got tensors on {device}.")
-        if _cuda_kernel.get() is None:
-            raise RuntimeError(
-                f"Scan backend 'cuda' requested but mamba-ssm's kernel is not importable ({_cuda_kernel.error}). "
-                "Install it with `pip install gmamba-zoo[cuda]` or use backend 'torch'.")
-        return 'cuda'
-    if is_cuda:
-        if _cuda_kernel.get() is not None:
-            return 'cuda'
-        if not _warned_fallback:
-            _warned_fallback = True
-            warnings.warn(
-                f"mamba-ssm's CUDA kernel is not importable ({_cuda_kernel.error}); the selective scan runs on the "
-                "pure-PyTorch backend on CUDA (correct, slower). Install `gmamba-zoo[cuda]` for the kernel.",
-                RuntimeWarning, stacklevel=3)
+    device_type = torch.device(device).type
+    if name != 'auto':
+        why = _why_not(name, device_type)
+        if why is not None:
+            raise RuntimeError(f'{why[0].upper()}{why[1:]} Choose another backend (e.g. `torch`, which runs '
+                               f'everywhere) with scan_backend()/set_scan_backend() or {ENV_BACKEND}.')
+        return name
+    for candidate in _AUTO_ORDER.get(device_type, ()):
+        why = _why_not(candidate, device_type)
+        if why is None:
+            return candidate
+        if (candidate, device_type) not in _warned:
+            _warned.add((candidate, device_type))
+            warnings.warn(f"{why[0].upper()}{why[1:]} The selective scan falls back to the next backend "
+                          f'(correct, slower).', RuntimeWarning, stacklevel=3)
     return 'torch'
 
 
@@ -399,20 +427,12 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
 # mamba-ssm CUDA kernel
 # ----------------------------------------------------------------------------------------------------------------
 
-def _kernel_call(fn, *args):
-    """Call a ``selective_scan_cuda`` entry, with or without the ``cu_seqlens`` argument newer releases added."""
-    try:
-        return fn(*args, None)
-    except TypeError:
-        return fn(*args)
-
-
 def _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, softplus: bool):
     k = _cuda_kernel.get()
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
     z = z.contiguous() if z is not None else None
     D = D.contiguous() if D is not None else None
-    out, x, *rest = _kernel_call(k.fwd, u, delta, A, B, C, D, z, delta_bias, softplus)
+    out, x, *rest = k.fwd(u, delta, A, B, C, D, z, delta_bias, softplus)  # mamba-ssm's signature
     if z is not None:
         return rest[0], x, out
     return out, x, out.new_empty(0)
@@ -423,9 +443,9 @@ def _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, x, y_pre, softplus
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
     z = z.contiguous() if z is not None else None
     D = D.contiguous() if D is not None else None
-    du, ddelta, dA, dB, dC, dD, dbias, *rest = _kernel_call(
-        k.bwd, u, delta, A, B, C, D, z, delta_bias, dout.contiguous(), x, y_pre if z is not None else None, None,
-        softplus, False)
+    du, ddelta, dA, dB, dC, dD, dbias, *rest = k.bwd(
+        u, delta, A, B, C, D, z, delta_bias, dout.contiguous(), x, y_pre if z is not None else None, None, softplus,
+        False)
     return du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD, (rest[0] if z is not None else None), dbias
 
 
@@ -445,6 +465,9 @@ def _selective_scan_op(
     """Returns (out [B, D, L], state checkpoints, pre-gate output or an empty tensor)."""
     if backend == 'cuda':
         return _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if backend in ('numba', 'triton'):
+        out, ckpt = _KERNELS[backend][0].module.scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+        return out, ckpt, u.new_empty(0)
     with autocast_off(u.device.type):  # a float32 island: the caller's autocast must not reach its matmuls
         out, ckpt = _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
     return out, ckpt, u.new_empty(0)
@@ -456,7 +479,9 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, backend):
     if backend == 'cuda':
         return out, u.new_empty(_cuda_ckpt_shape(u, A), dtype=A.dtype), u.new_empty(u.shape if z is not None else (0,))
     n_chunks = -(-u.shape[2] // chunk_size)
-    return out, u.new_empty((n_chunks + 1, u.shape[0], A.shape[1], u.shape[1]), dtype=torch.float32), u.new_empty(0)
+    # the state entering each chunk and the last one: [n + 1, B, N, D] (torch) or [n + 1, B, D, N] (the kernels)
+    inner = (A.shape[1], u.shape[1]) if backend == 'torch' else (u.shape[1], A.shape[1])
+    return out, u.new_empty((n_chunks + 1, u.shape[0]) + inner, dtype=torch.float32), u.new_empty(0)
 
 
 @torch.library.custom_op('gmamba_zoo::selective_scan_bwd', mutates_args=())
@@ -468,6 +493,9 @@ def _selective_scan_bwd_op(
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); an absent input's gradient is an empty tensor."""
     if backend == 'cuda':
         grads = _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, y_pre, delta_softplus)
+    elif backend in ('numba', 'triton'):
+        grads = _KERNELS[backend][0].module.scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus,
+                                                     chunk_size)
     else:
         with autocast_off(u.device.type):
             grads = _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus, chunk_size)
@@ -571,9 +599,11 @@ def selective_scan_fn(
         delta_bias: Added to ``delta`` before the softplus, [D].
         delta_softplus: Apply softplus to ``delta + delta_bias``.
         return_last_state: Also return the final state [B, D, N] (float32, no gradient flows through it).
-        backend: ``'auto'``, ``'torch'`` or ``'cuda'``; ``None`` uses :func:`get_scan_backend`.
-        chunk_size: Steps per chunk of the PyTorch backend (memory/speed trade-off; no effect on results beyond
-            float32 rounding). ``None`` picks it from the step size B * N * D (:func:`auto_chunk_size`).
+        backend: ``'auto'``, ``'torch'``, ``'numba'``, ``'triton'`` or ``'cuda'``; ``None`` uses
+            :func:`get_scan_backend`.
+        chunk_size: Steps between the states kept for the backward (memory/speed trade-off; no effect on results
+            beyond float32 rounding; mamba-ssm's kernel ignores it). ``None``: chosen from the step size B * N * D for
+            the PyTorch backend (:func:`auto_chunk_size`), :data:`KERNEL_CHUNK_SIZE` for the numba and Triton ones.
 
     Returns:
         ``out`` [B, D, L] in the dtype of ``u``, and the last state when ``return_last_state``.
@@ -582,16 +612,19 @@ def selective_scan_fn(
         B, C = (t.squeeze(1) if t.dim() == 4 else t for t in (B, C))
     else:
         B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
+    name = resolve_scan_backend(u.device, backend)
     if chunk_size is None:
-        chunk_size = auto_chunk_size(u.shape[0] * A.shape[1] * u.shape[1])
+        chunk_size = auto_chunk_size(u.shape[0] * A.shape[1] * u.shape[1]) if name == 'torch' else KERNEL_CHUNK_SIZE
     if chunk_size < 1:
         raise ValueError(f'selective_scan_fn: chunk_size must be a positive integer, got {chunk_size}.')
-    name = resolve_scan_backend(u.device, backend)
     out, ckpt, _ = _selective_scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
                                       int(chunk_size), name)
     if not return_last_state:
         return out
-    last = ckpt[:, :, -1, 1::2] if name == 'cuda' else ckpt[-1].transpose(1, 2)
+    if name == 'cuda':
+        last = ckpt[:, :, -1, 1::2]
+    else:
+        last = ckpt[-1].transpose(1, 2) if name == 'torch' else ckpt[-1]
     return out, last
 
 
@@ -610,26 +643,28 @@ def selective_scan_ref(
     """Reference selective scan: a plain sequential loop over L in float32, differentiable by autograd.
 
     The test oracle and the speed baseline. Steps with ``unbind`` so that autograd's backward stays linear
-    in L. Same arguments and result as :func:`selective_scan_fn`.
+    in L. Same arguments and result as :func:`selective_scan_fn`; computes in float64 when ``u`` is float64 (the
+    oracle the kernels are held to), in float32 otherwise.
     """
     B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
     bsz, d, L = u.shape
-    dt = delta.float()
+    f = torch.float64 if u.dtype == torch.float64 else torch.float32
+    dt = delta.to(f)
     if delta_bias is not None:
-        dt = dt + delta_bias.float()[:, None]
+        dt = dt + delta_bias.to(f)[:, None]
     if delta_softplus:
         dt = F.softplus(dt)
-    Af = A.float()
-    Bx, Cx = B.float()[:, None], C.float()[:, None]  # [B, 1, N, L]
-    h = u.new_zeros((bsz, d, Af.shape[1]), dtype=torch.float32)
+    Af = A.to(f)
+    Bx, Cx = B.to(f)[:, None], C.to(f)[:, None]  # [B, 1, N, L]
+    h = u.new_zeros((bsz, d, Af.shape[1]), dtype=f)
     ys = []
-    for u_t, dt_t, b_t, c_t in zip(u.float().unbind(-1), dt.unbind(-1), Bx.unbind(-1), Cx.unbind(-1)):
+    for u_t, dt_t, b_t, c_t in zip(u.to(f).unbind(-1), dt.unbind(-1), Bx.unbind(-1), Cx.unbind(-1)):
         h = torch.exp(dt_t[..., None] * Af) * h + (dt_t * u_t)[..., None] * b_t
         ys.append((h * c_t).sum(-1))
     y = torch.stack(ys, dim=-1)
     if D is not None:
-        y = y + D.float()[:, None] * u.float()
+        y = y + D.to(f)[:, None] * u.to(f)
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(f))
     y = y.to(u.dtype)
     return (y, h) if return_last_state else y
