@@ -33,6 +33,8 @@ COMMANDS: Dict[str, Command] = {
                          'GMamba block vs attention scaling study'),
     'bench-scan': Command('gmamba_zoo.bench.scan', 'speed and memory of the selective scan against a sequential loop'),
     'bench-compile': Command('gmamba_zoo.bench.compile', 'torch.compile against eager for one model'),
+    'export': Command('gmamba_zoo.export.onnx', 'export a model to ONNX (dynamic batch, height and width) and check it '
+                      'in onnxruntime'),
     'push-to-hub': Command('gmamba_zoo.hub.publish', 'export a model (its own, pretrained or checkpoint weights) as a '
                            'Hub folder with a model card; upload it'),
     'erf': Command('gmamba_zoo.analysis.perception', 'effective receptive field heat maps (PNG) of a GMamba model, '
