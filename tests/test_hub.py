@@ -332,7 +332,7 @@ def test_torch_hub_local_load(small_export):
 
 
 def test_citations_are_the_same_everywhere():
-    """The BibTeX in the README and the model files' docstrings is hub.card.CITATIONS, line for line."""
+    """The BibTeX in the README is the model files' (hub.card.CITATIONS reads them), line for line."""
     import inspect
     from pathlib import Path
     from gmamba_zoo.hub.card import CITATIONS

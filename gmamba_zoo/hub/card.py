@@ -5,7 +5,7 @@ channels and strides, input config, read from the model), the registry (the mode
 where the weights came from (:class:`WeightsSource`, stated by the exporter). It never claims accuracy for the
 weights: the results in the papers are the authors' own trained models', not these weights'.
 
-:data:`CITATIONS` holds the BibTeX of both papers; the cards (and the docs) take them from here.
+:data:`CITATIONS` holds the BibTeX of both papers, read from the model files' docstrings (where they are written).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..models import gmamba as gmamba_models, vgamba as vgamba_models
 from ..models.features import feature_info_dicts
 
 __all__ = [
@@ -32,28 +33,24 @@ _PLACEHOLDER_ORG = 'your-org'
 
 GMAMBA_PAPER = 'Enabling True Global Perception in State Space Models for Visual Tasks'
 VGAMBA_PAPER = 'vGamba: Attentive State Space Bottleneck for efficient Long-range Dependencies in Visual Recognition'
-# BibTeX of both papers, keyed like _FAMILIES. GMamba: the ICLR 2026 paper (OpenReview). vGamba: arXiv 2503.21262, with
-# the authors of its current version (v3; v1 and v2 list only the first two).
+
+
+def _bibtex(module: Any, title: str) -> str:
+    """The BibTeX entry in a model module's docstring (where the citation lives); a title-only entry where the
+    docstrings were stripped (``python -OO``)."""
+    lines = (module.__doc__ or '').splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith('@')), None)
+    if start is None:
+        return f'@misc{{{module.__name__.rsplit(".", 1)[-1]},\n  title={{{title}}}\n}}'
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == '}')
+    return textwrap.dedent('\n'.join(lines[start:end + 1]))
+
+
+# BibTeX of both papers, keyed like _FAMILIES, from the model files' docstrings. GMamba: the ICLR 2026 paper
+# (OpenReview). vGamba: arXiv 2503.21262, with the authors of its current version (v3; v1 and v2 list only the first
+# two).
 CITATIONS: Dict[str, str] = {
-    'gmamba': textwrap.dedent("""\
-        @inproceedings{hui2026enabling,
-          title={Enabling True Global Perception in State Space Models for Visual Tasks},
-          author={Jie Hui and Zhenxiang Zhang and Wenyu Mi and Jianji Wang},
-          booktitle={The Fourteenth International Conference on Learning Representations},
-          year={2026},
-          url={https://openreview.net/forum?id=96p1eBUVaN}
-        }"""),
-    'vgamba': textwrap.dedent("""\
-        @misc{haruna2025vgamba,
-          title={vGamba: Attentive State Space Bottleneck for efficient Long-range Dependencies in Visual Recognition},
-          author={Yunusa Haruna and Adamu Lawan and Shamsuddeen Hassan Muhammad and Jiaquan Zhang and Chaoning Zhang},
-          year={2025},
-          eprint={2503.21262},
-          archivePrefix={arXiv},
-          primaryClass={cs.CV},
-          url={https://arxiv.org/abs/2503.21262}
-        }"""),
-}
+    'gmamba': _bibtex(gmamba_models, GMAMBA_PAPER), 'vgamba': _bibtex(vgamba_models, VGAMBA_PAPER)}
 
 # What a model family's state-space blocks are called, and which paper it implements; keyed by the module that
 # registers the model (gmamba_zoo.models.<key>).

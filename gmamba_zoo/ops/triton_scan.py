@@ -83,6 +83,26 @@ def _load_dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.conste
 
 
 @triton.jit
+def _channel_block(A_ptr, D_ptr, bias_ptr, d0, dim, dstate, s_ad, s_an, s_Dd, s_biasd,
+                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """A program's channels d0 .. d0 + BLOCK_D: offsets and masks over D and N, A as float32 [BLOCK_D, BLOCK_N, 1],
+    delta_bias and D as float32 [BLOCK_D] (zeros when absent), masked past D and N."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = d0 + offs_d < dim
+    mask_n = offs_n < dstate
+    A = tl.load(A_ptr + (d0 + offs_d)[:, None] * s_ad + offs_n[None, :] * s_an,
+                mask=mask_d[:, None] & mask_n[None, :], other=0.0)
+    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + (d0 + offs_d) * s_biasd, mask=mask_d, other=0.0).to(tl.float32)
+    skip = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_D:
+        skip = tl.load(D_ptr + (d0 + offs_d) * s_Dd, mask=mask_d, other=0.0).to(tl.float32)
+    return offs_d, offs_n, mask_d, mask_n, A.to(tl.float32)[:, :, None], bias, skip
+
+
+@triton.jit
 def _fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
         dim, dstate, seqlen,
@@ -94,20 +114,10 @@ def _fwd_kernel(
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1).to(tl.int64) * BLOCK_D
     nbatch = tl.num_programs(0).to(tl.int64)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+    offs_d, offs_n, mask_d, mask_n, A, bias, skip = _channel_block(
+        A_ptr, D_ptr, bias_ptr, d0, dim, dstate, s_ad, s_an, s_Dd, s_biasd, BLOCK_D, BLOCK_N, HAS_D, HAS_BIAS)
     offs_l = tl.arange(0, BLOCK_L)
-    mask_d = d0 + offs_d < dim
-    mask_n = offs_n < dstate
     mask_dn = mask_d[:, None] & mask_n[None, :]
-
-    A = tl.load(A_ptr + (d0 + offs_d)[:, None] * s_ad + offs_n[None, :] * s_an, mask=mask_dn, other=0.0)
-    A = A.to(tl.float32)[:, :, None]
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + (d0 + offs_d) * s_biasd, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_D:
-        skip = tl.load(D_ptr + (d0 + offs_d) * s_Dd, mask=mask_d, other=0.0).to(tl.float32)
 
     u_rows = u_ptr + pid_b * s_ub + (d0 + offs_d)[:, None] * s_ud  # [BLOCK_D, 1] pointers; add t * stride
     delta_rows = delta_ptr + pid_b * s_db + (d0 + offs_d)[:, None] * s_dd
@@ -164,21 +174,10 @@ def _bwd_kernel(
     pid_d = tl.program_id(1).to(tl.int64)
     nbatch = tl.num_programs(0).to(tl.int64)
     d0 = pid_d * BLOCK_D
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+    offs_d, offs_n, mask_d, mask_n, A, bias, skip = _channel_block(
+        A_ptr, D_ptr, bias_ptr, d0, dim, dstate, s_ad, s_an, s_Dd, s_biasd, BLOCK_D, BLOCK_N, HAS_D, HAS_BIAS)
     offs_l = tl.arange(0, BLOCK_L)
-    mask_d = d0 + offs_d < dim
-    mask_n = offs_n < dstate
     mask_dn = mask_d[:, None] & mask_n[None, :]
-
-    A = tl.load(A_ptr + (d0 + offs_d)[:, None] * s_ad + offs_n[None, :] * s_an, mask=mask_dn, other=0.0)
-    A = A.to(tl.float32)[:, :, None]
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + (d0 + offs_d) * s_biasd, mask=mask_d, other=0.0).to(tl.float32)
-    skip = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_D:
-        skip = tl.load(D_ptr + (d0 + offs_d) * s_Dd, mask=mask_d, other=0.0).to(tl.float32)
 
     dout_rows = dout_ptr + pid_b * s_ob + (d0 + offs_d)[:, None] * s_od
     u_rows = u_ptr + pid_b * s_ub + (d0 + offs_d)[:, None] * s_ud
