@@ -77,8 +77,9 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"{info['name']}: {info['params_m']:.3f} M params, {info['num_features']} final features")
     print(f"  feature channels: {info['feature_channels']}")
     print(f"  feature strides:  {info['feature_strides']}")
-    print(f"  scan backend: {info['scan_backend_cpu']} on CPU; mamba-ssm kernel importable: "
-          f"{info['cuda_kernel_available']}")
+    cuda = f"{info['scan_backend_cuda']} on CUDA" if info['scan_backend_cuda'] else 'no CUDA device'
+    print(f"  scan backend ({info['scan_backend_requested']}): {info['scan_backend_cpu']} on CPU, {cuda}; "
+          f"mamba-ssm kernel importable: {info['cuda_kernel_available']}")
     print('  default config:')
     for k, v in info['default_cfg'].items():
         print(f'    {k}: {v}')
