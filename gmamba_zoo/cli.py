@@ -31,7 +31,8 @@ COMMANDS: Dict[str, Command] = {
                      'and its baseline'),
     'benchmark': Command('gmamba_zoo.bench.models', 'throughput and peak memory of the models and their baselines; '
                          'GMamba block vs attention scaling study'),
-    'bench-scan': Command('gmamba_zoo.bench.scan', 'speed and memory of the selective scan against a sequential loop'),
+    'bench-scan': Command('gmamba_zoo.bench.scan', 'the fused scan kernels against the PyTorch scan: speed, memory, '
+                                                  'first call (CPU: numba; --device cuda: Triton vs mamba-ssm)'),
     'bench-compile': Command('gmamba_zoo.bench.compile', 'torch.compile against eager for one model'),
     'export': Command('gmamba_zoo.export.onnx', 'export a model to ONNX (dynamic batch, height and width) and check it '
                       'in onnxruntime'),

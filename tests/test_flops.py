@@ -223,3 +223,26 @@ def test_benchmark_rows_pair_a_model_with_its_baseline(tmp_path):
     row = json.loads(out.with_suffix('.json').read_text())['models'][0]
     assert row['baseline'] == 'resnet18' and row['baseline_median_ms'] > 0
     assert row['latency_ratio'] == pytest.approx(row['median_ms'] / row['baseline_median_ms'])
+
+
+def test_benchmark_latency_vs_flops_ratio(tmp_path):
+    gflops, source = bench.flops_of(['resnet18_gmamba', 'resnet18'], (224, 224))
+    assert 'docs/flops.json' in source and gflops['resnet18_gmamba'] > gflops['resnet18'] > 0
+    rows = [{'model': 'resnet18_gmamba', 'baseline': 'resnet18', 'mode': mode, 'median_ms': 30.0, 'min_ms': 29.0,
+             'img_per_s': 33.3, 'peak_mb': None, 'baseline_median_ms': 20.0, 'baseline_img_per_s': 50.0,
+             'baseline_peak_mb': None, 'latency_ratio': 1.5} for mode in ('fwd', 'fwd_bwd')]
+    assert 'docs/flops.json' in bench.attach_flops(rows, (224, 224))
+    ratio = gflops['resnet18_gmamba'] / gflops['resnet18']
+    assert rows[0]['flops_ratio'] == pytest.approx(ratio)
+    checks, ok = bench.check_targets(rows, [], (224, 224), 1)
+    assert len(checks) == 1 and ok == (1.5 <= bench.FLOPS_SLACK * ratio)
+    assert f'for {ratio:.2f}x its FLOPs' in checks[0]
+    assert bench.check_targets(rows, [], (224, 224), 2)[0] == []  # the target is stated for batch 1 only
+    rep = {'machine': {'cpu': 'x', 'cores': 2, 'torch': '2', 'python': '3', 'date': 'd'},
+           'settings': {'device': 'cpu', 'tf32': False, 'channels_last': False, 'amp': 'none', 'scan_backend': 'auto',
+                        'scan_backend_resolved': 'numba', 'cpu_recurrence': 'numba', 'warmup': 1, 'iters': 2},
+           'batch_size': 1, 'img_size': [224, 224], 'models': rows, 'scaling': [], 'checks': checks,
+           'flops_source': 'docs/flops.json', 'load_before': [1.5, 1.0, 1.0], 'load_after': [0.2, 0.5, 0.9]}
+    text = bench.markdown(rep, 'python scripts/benchmark.py')
+    assert '## Latency ratio vs FLOPs ratio, all 1 models' in text and f'{ratio:.2f}x | 1.50x' in text
+    assert 'Load average' in text and 'not quiet' in text

@@ -7,13 +7,13 @@ import os
 import platform
 import shlex
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import torch
 
 from ..ops import cpu_recurrence
 
-__all__ = ['machine', 'proc_status', 'command_line']
+__all__ = ['machine', 'proc_status', 'command_line', 'load_average']
 
 
 def proc_status(key: str) -> int:
@@ -23,6 +23,16 @@ def proc_status(key: str) -> int:
             if line.startswith(key + ':'):
                 return int(line.split()[1]) * 1024
     raise KeyError(key)
+
+
+def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages (``/proc/loadavg``); None where there is none. A 1-minute load well below
+    1 means a quiet machine; timings taken above it are noisier."""
+    try:
+        with open('/proc/loadavg') as f:
+            return [float(v) for v in f.read().split()[:3]]
+    except (OSError, ValueError):
+        return None
 
 
 def machine() -> Dict[str, Any]:

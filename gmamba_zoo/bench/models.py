@@ -39,14 +39,17 @@ import torch
 from torch import nn
 
 from ..ops import SCAN_BACKENDS
-from .machine import command_line, machine as scan_machine, proc_status
+from .machine import command_line, load_average, machine as scan_machine, proc_status
 
 __all__ = [
     'AttentionBlock', 'measure', 'measure_paired', 'measure_peak', 'add_arguments', 'run', 'LATENCY_TARGET',
-    'SCALING_TARGET',
+    'SCALING_TARGET', 'FLOPS_SLACK', 'flops_of', 'attach_flops',
 ]
 
 LATENCY_TARGET = ('convnext_s_gmamba', 'convnext_small', 1.5)  # forward, batch 1, 224: at most 1.5x the baseline
+# Every model, forward, batch 1, 224: its latency ratio to its baseline at most this many times its FLOPs ratio.
+FLOPS_SLACK = 1.1
+FLOPS_REPORT = Path(__file__).resolve().parents[2] / 'docs' / 'flops.json'  # `gmamba-zoo flops --out docs/flops.md`
 SCALING_TARGET = (128, 5.0)  # at 128 x 128 tokens: GMamba block >= 5x faster and >= 5x lighter than attention
 ATTN_IMPLS = ('sdpa', 'math')
 WIN_MARGIN = 1.05  # a ratio within 5% of 1 is a tie (timing noise, page granularity of the memory peak)
@@ -104,6 +107,8 @@ def _prepare(spec: Dict[str, Any]) -> Callable[[], None]:
     x = torch.randn(shape, device=device).contiguous(memory_format=fmt)
     train = spec['mode'] == 'fwd_bwd'
     model.train(train)
+    if spec.get('grad_ckpt'):  # timm's gradient checkpointing: activations recomputed in backward, block by block
+        model.set_grad_checkpointing(True)
     dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[spec['amp']]
 
     def step() -> None:
@@ -118,6 +123,8 @@ def _prepare(spec: Dict[str, Any]) -> Callable[[], None]:
 
 def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
     torch.manual_seed(0)
+    if spec.get('threads'):
+        torch.set_num_threads(spec['threads'])
     device = torch.device(spec['device'])
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = spec['tf32']
@@ -154,7 +161,8 @@ def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
         fh.write('5')  # reset the peak resident set size to the current one
     base = proc_status('VmRSS')
     step()
-    return {'peak_mb': (proc_status('VmHWM') - base) / 2 ** 20}
+    # Linux batches its RSS counters per thread, so a tiny run can read a few KiB below the baseline: that is 0
+    return {'peak_mb': max(proc_status('VmHWM') - base, 0) / 2 ** 20}
 
 
 def measure_paired(spec: Dict[str, Any], names: Sequence[str]) -> List[Dict[str, Any]]:
@@ -222,6 +230,7 @@ def _settings(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         'tf32': bool(args.tf32), 'amp': args.amp, 'scan_backend': args.scan_backend,
         'scan_backend_resolved': resolve_scan_backend(device, args.scan_backend),
         'mamba_ssm_kernel': cuda_kernel_available(), 'cpu_recurrence': cpu_recurrence(),
+        'threads': getattr(args, 'threads', None) or torch.get_num_threads(),
     }
 
 
@@ -230,7 +239,7 @@ def _settings_line(s: Dict[str, Any]) -> str:
             else 'TF32 n/a (CPU)')
     return (f"device {s['device']}; {tf32}; channels_last {'on' if s['channels_last'] else 'off'}; "
             f"autocast {s['amp']}; scan backend {s['scan_backend_resolved']} (requested {s['scan_backend']}), "
-            f"CPU step loop {s['cpu_recurrence']}; "
+            f"CPU step loop {s['cpu_recurrence']}; intra-op threads {s.get('threads', '-')}; "
             f"warm-up {s['warmup']}, timed iterations {s['iters']} (median)")
 
 
@@ -257,6 +266,11 @@ def run_models(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[st
         for i, (n, mode) in enumerate(jobs, 1):
             peaks[(n, mode)] = p = measure_peak({**base, **size, 'model': n, 'mode': mode})
             log(f"[memory {i}/{len(jobs)}] {n} {mode}: peak {_fmt_mem(p)} MB")
+        if getattr(args, 'grad_checkpointing', False) and 'fwd_bwd' in args.modes:
+            for i, n in enumerate(todo, 1):
+                peaks[(n, 'ckpt')] = p = measure_peak(
+                    {**base, **size, 'model': n, 'mode': 'fwd_bwd', 'grad_ckpt': True})
+                log(f"[memory, gradient checkpointing {i}/{len(todo)}] {n} fwd_bwd: peak {_fmt_mem(p)} MB")
     rows = []
     jobs = [(m, b, mode) for m, b in pairs for mode in args.modes]
     for i, (m, b, mode) in enumerate(jobs, 1):
@@ -268,6 +282,8 @@ def run_models(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[st
                      'baseline_median_ms': rb and rb['median_ms'], 'baseline_img_per_s': rb and rb['img_per_s'],
                      'baseline_peak_mb': peaks.get((b, mode)),
                      'latency_ratio': rb and r['median_ms'] / rb['median_ms']})
+        if mode == 'fwd_bwd' and (m, 'ckpt') in peaks:
+            rows[-1].update(peak_ckpt_mb=peaks[(m, 'ckpt')], baseline_peak_ckpt_mb=peaks.get((b, 'ckpt')))
     return rows
 
 
@@ -322,6 +338,46 @@ def crossovers(rows: List[Dict[str, Any]], impls: Sequence[str]) -> List[str]:
     return out
 
 
+def flops_of(names: Sequence[str], size: Sequence[int], count: bool = False,
+             log: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, Optional[float]], str]:
+    """GFLOPs (multiply-adds, :mod:`gmamba_zoo.flops`) of each of ``names`` at ``size`` [H, W], batch 1, and where
+    they come from: ``docs/flops.json`` when it holds every one of them at that size (and ``count`` is off), else
+    the FLOP counter, run now on each model built as the benchmark builds it. None for a model that cannot be counted.
+    """
+    names = list(dict.fromkeys(n for n in names if n))
+    if not count and FLOPS_REPORT.is_file():
+        rep = json.loads(FLOPS_REPORT.read_text())
+        if list(rep.get('size', [])) == list(size):
+            known = {r['name']: r['gflops'] for r in rep.get('models', []) if r.get('gflops')}
+            known.update({k: v['gflops'] for k, v in rep.get('baselines', {}).items() if v.get('gflops')})
+            if all(n in known for n in names):
+                return {n: known[n] for n in names}, f"docs/flops.json ({rep.get('machine', {}).get('date', '-')})"
+    from ..flops.counter import count as count_flops
+    from ..models import create_for_input_size
+    out: Dict[str, Optional[float]] = {}
+    for n in names:
+        try:
+            out[n] = count_flops(create_for_input_size(n, tuple(size)), (3, *size), what=n)['gflops']
+        except Exception as e:  # a model the counter cannot trace: no ratio for it, the timings stand
+            out[n] = None
+            if log:
+                log(f'FLOPs of {n} not counted: {type(e).__name__}: {e}')
+    return out, 'counted by this run (gmamba_zoo.flops)'
+
+
+def attach_flops(rows: List[Dict[str, Any]], size: Sequence[int], count: bool = False,
+                 log: Optional[Callable[[str], None]] = None) -> Optional[str]:
+    """Add ``gflops``, ``baseline_gflops`` and ``flops_ratio`` to each model row; returns where the FLOPs came from."""
+    if not any(r['baseline'] for r in rows):
+        return None
+    gflops, source = flops_of([n for r in rows if r['baseline'] for n in (r['model'], r['baseline'])], size, count,
+                              log)
+    for r in rows:
+        g, gb = gflops.get(r['model']), gflops.get(r['baseline']) if r['baseline'] else None
+        r.update(gflops=g, baseline_gflops=gb, flops_ratio=g / gb if g and gb else None)
+    return source
+
+
 def check_targets(model_rows: List[Dict[str, Any]], scaling_rows: List[Dict[str, Any]], img_size: Sequence[int],
                   batch: int) -> Tuple[List[str], bool]:
     checks, ok = [], True
@@ -332,6 +388,15 @@ def check_targets(model_rows: List[Dict[str, Any]], scaling_rows: List[Dict[str,
         ok &= passed
         checks.append(f"{name} forward latency at 224, batch 1, is {r['latency_ratio']:.2f}x {base}'s "
                       f"(target <= {limit}x): {'met' if passed else 'NOT met'}")
+    if batch == 1 and tuple(img_size) == (224, 224):
+        for r in model_rows:
+            if r['mode'] != 'fwd' or not r.get('latency_ratio') or not r.get('flops_ratio'):
+                continue
+            passed = r['latency_ratio'] <= FLOPS_SLACK * r['flops_ratio']
+            ok &= passed
+            checks.append(f"{r['model']} forward latency at 224, batch 1, is {r['latency_ratio']:.2f}x "
+                          f"{r['baseline']}'s for {r['flops_ratio']:.2f}x its FLOPs (target <= {FLOPS_SLACK} x the "
+                          f"FLOPs ratio = {FLOPS_SLACK * r['flops_ratio']:.2f}x): {'met' if passed else 'NOT met'}")
     grid, factor = SCALING_TARGET
     for s in scaling_rows:
         if s['grid'] != grid or s['mode'] != 'fwd':
@@ -347,14 +412,45 @@ def check_targets(model_rows: List[Dict[str, Any]], scaling_rows: List[Dict[str,
     return checks, ok
 
 
+def _load_line(rep: Dict[str, Any]) -> str:
+    fmt = lambda v: '/'.join(f'{x:.2f}' for x in v) if v else 'n/a'
+    before, after = rep.get('load_before'), rep.get('load_after')
+    line = f'Load average (1/5/15 min, /proc/loadavg) before the run: {fmt(before)}; after: {fmt(after)}.'
+    if before and before[0] >= 0.5:
+        line += (' The machine was not quiet (1-minute load >= 0.5: other processes were running): absolute times '
+                 'are inflated and noisier; the paired ratios less so.')
+    return line
+
+
+def _flops_table(rep: Dict[str, Any]) -> List[str]:
+    rows = [r for r in rep['models'] if r['mode'] == 'fwd' and r.get('flops_ratio') and r.get('latency_ratio')]
+    if not rows:
+        return []
+    b, (h, w) = rep['batch_size'], rep['img_size']
+    lines = [f'## Latency ratio vs FLOPs ratio, all {len(rows)} models (forward, batch {b}, {h}x{w})', '',
+             f"Each model's forward latency divided by its baseline's (timed in one process, alternating) against its "
+             f"FLOPs divided by its baseline's (FLOPs: {rep.get('flops_source') or '-'}; multiply-adds). Target: "
+             f'latency ratio <= {FLOPS_SLACK} x FLOPs ratio, i.e. the added blocks run at least about as efficiently '
+             'per FLOP as the backbone around them.', '',
+             '| model | baseline | GFLOPs | baseline GFLOPs | FLOPs ratio | latency ratio | limit '
+             f'({FLOPS_SLACK} x FLOPs ratio) | latency ratio / FLOPs ratio | target |', '|' + ' --- |' * 9]
+    for r in rows:
+        limit = FLOPS_SLACK * r['flops_ratio']
+        lines.append(f"| {r['model']} | {r['baseline']} | {r['gflops']:.2f} | {r['baseline_gflops']:.2f} | "
+                     f"{r['flops_ratio']:.2f}x | {r['latency_ratio']:.2f}x | {limit:.2f}x | "
+                     f"{r['latency_ratio'] / r['flops_ratio']:.2f} | "
+                     f"{'met' if r['latency_ratio'] <= limit else 'NOT met'} |")
+    return lines + ['']
+
+
 def markdown(rep: Dict[str, Any], command: str) -> str:
     m, s = rep['machine'], rep['settings']
     lines = ['# Speed and memory benchmark', '',
              f'Generated by `{command}` (also `gmamba-zoo benchmark`); do not edit by hand.', '',
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads"
+             f"Machine: {m['cpu']}, {m['cores']} cores"
              + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if 'gpu' in m else '') +
              f"; torch {m['torch']}, Python {m['python']}. Date: {m['date']}.", '',
-             f'Settings: {_settings_line(s)}.', '',
+             f'Settings: {_settings_line(s)}.', '', _load_line(rep), '',
              'Latency is the median of the timed runs; throughput is batch / latency. `fwd` is inference (eval, '
              'no_grad); `fwd_bwd` is a training step without the optimizer (train mode, `out.sum().backward()`). '
              'Peak memory is above the model weights and the input, for one run: `torch.cuda.max_memory_allocated` '
@@ -373,6 +469,18 @@ def markdown(rep: Dict[str, Any], command: str) -> str:
                             f"{_fmt_mem(r['baseline_peak_mb'])} | {r['latency_ratio']:.2f}x |"
                             if r['baseline_median_ms'] else '- | - | - | - |'))
         lines.append('')
+        ckpt = [r for r in rep['models'] if r.get('peak_ckpt_mb') is not None]
+        if ckpt:
+            lines += ['Peak memory of a training step (`fwd_bwd`) without and with timm\'s gradient checkpointing '
+                      '(`model.set_grad_checkpointing()`: each block, GMamba blocks included, recomputes its '
+                      'activations in backward; `--grad-checkpointing`):', '',
+                      '| model | peak MB | with checkpointing | baseline | baseline peak MB | with checkpointing |',
+                      '|' + ' --- |' * 6]
+            lines += [f"| {r['model']} | {_fmt_mem(r['peak_mb'])} | {_fmt_mem(r['peak_ckpt_mb'])} | "
+                      f"{r['baseline'] or '-'} | {_fmt_mem(r['baseline_peak_mb'])} | "
+                      f"{_fmt_mem(r['baseline_peak_ckpt_mb'])} |" for r in ckpt]
+            lines.append('')
+    lines += _flops_table(rep)
     if rep['scaling']:
         impls = rep['attn_impls']
         s0 = rep['scaling'][0]
@@ -413,6 +521,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='autocast dtype')
     parser.add_argument('--scan-backend', choices=SCAN_BACKENDS, default='auto', help='selective-scan backend')
     parser.add_argument('--no-memory', action='store_true', help='skip peak-memory measurements')
+    parser.add_argument('--threads', type=int, help="intra-op threads of the measuring processes (default: torch's)")
+    parser.add_argument('--count-flops', action='store_true',
+                        help='count the FLOPs for the latency-vs-FLOPs table now instead of reading docs/flops.json')
+    parser.add_argument('--grad-checkpointing', action='store_true',
+                        help='fwd_bwd: also measure peak memory with gradient checkpointing on')
     parser.add_argument('--dim', type=int, default=96, help='scaling study: block width')
     parser.add_argument('--heads', type=int, help='scaling study: attention heads (default: dim // 32)')
     parser.add_argument('--grids', type=int, nargs='+', default=[16, 32, 48, 64, 96, 128],
@@ -425,17 +538,21 @@ def run(args: argparse.Namespace) -> int:
     device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit('gmamba-zoo benchmark: --device cuda but CUDA is not available.')
+    load_before = load_average()
     mach, settings = machine(device), _settings(args, device)
     log = lambda s: print(s, file=sys.stderr, flush=True)
     log(f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, {mach['date']}")
     log(f'settings: {_settings_line(settings)}')
-    base = {k: settings[k] for k in ('device', 'warmup', 'iters', 'channels_last', 'tf32', 'amp', 'scan_backend')}
+    base = {k: settings[k] for k in ('device', 'warmup', 'iters', 'channels_last', 'tf32', 'amp', 'scan_backend',
+                                     'threads')}
     model_rows = run_models(args, base, log) if 'models' in args.what else []
+    flops_source = attach_flops(model_rows, args.img_size, getattr(args, 'count_flops', False), log)
     scaling_rows = run_scaling(args, base, log) if 'scaling' in args.what else []
     checks, ok = check_targets(model_rows, scaling_rows, args.img_size, args.batch_size)
     rep = {'machine': mach, 'settings': settings, 'batch_size': args.batch_size, 'img_size': list(args.img_size),
            'models': model_rows, 'scaling': scaling_rows, 'attn_impls': list(args.attn_impl),
-           'crossover': crossovers(scaling_rows, args.attn_impl), 'checks': checks}
+           'crossover': crossovers(scaling_rows, args.attn_impl), 'checks': checks, 'flops_source': flops_source,
+           'load_before': load_before, 'load_after': load_average()}
     report = markdown(rep, command_line('scripts/benchmark.py', 'benchmark', args))
     print(report)
     if args.out:

@@ -3,104 +3,39 @@
 Read: ``.safetensors``, or ``torch.save`` files (``.pth``, ``.pt``, ``.bin``, ``.pth.tar``, ``.ckpt``) read with
 ``torch.load(weights_only=True)`` so that nothing but tensors and plain containers is unpickled; a plain state dict or a
 timm-style training dict (``state_dict`` / ``model`` / ``state_dict_ema`` / ``model_ema``). Load: strict, and a
-mismatch raises :class:`CheckpointMismatchError` naming the missing, unexpected and wrongly shaped keys. Write: a
+mismatch raises :class:`CheckpointMismatchError` naming the missing, unexpected and wrongly shaped keys and which
+model the file looks like; a file that does not read is a :class:`CheckpointReadError` naming it. Write: a
 model's weights as one safetensors file, atomically, with string metadata (training's checkpoints and replicas).
 """
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-import pickle
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
 
+from ..models._checkpoint import (  # noqa: F401  (_list_keys: for publish)
+    CheckpointMismatchError, CheckpointReadError, key_shapes, list_keys as _list_keys, mismatch_message,
+    read_state_dict,
+)
 
 __all__ = [
-    'CheckpointMismatchError', 'read_checkpoint', 'load_checkpoint_into', 'save_safetensors', 'safetensors_metadata',
-    'file_sha256',
+    'CheckpointMismatchError', 'CheckpointReadError', 'read_checkpoint', 'load_checkpoint_into', 'save_safetensors',
+    'safetensors_metadata', 'file_sha256',
 ]
 
-_logger = logging.getLogger(__name__)
-
 PathLike = Union[str, Path]
-_CKPT_SUFFIXES = ('.pth', '.pt', '.bin', '.pth.tar', '.ckpt')
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint's tensors do not fit the model: names the missing, unexpected and wrongly shaped keys."""
 
 
 def read_checkpoint(path: PathLike, use_ema: bool = False) -> Dict[str, torch.Tensor]:
-    """The state dict in a checkpoint file, without unpickling anything but tensors and plain containers.
-
-    Accepts ``.safetensors`` and ``torch.save`` files (``.pth``, ``.pt``, ``.bin``, ``.pth.tar``, ``.ckpt``) holding a
-    plain state dict or a timm-style training dict with ``'state_dict'``, ``'model'``, ``'state_dict_ema'`` or
-    ``'model_ema'``. The latter are read with ``torch.load(weights_only=True)``. ``module.`` and ``_orig_mod.``
-    prefixes (DDP, torch.compile) are removed.
-
-    Args:
-        path: The checkpoint file.
-        use_ema: Take the EMA weights (``'state_dict_ema'`` / ``'model_ema'``); an error if there are none. Without
-            it, ``'state_dict'`` or ``'model'`` is taken, and the EMA weights only when nothing else is there.
-
-    Raises:
-        FileNotFoundError: No such file.
-        ValueError: An unknown file type, a file that ``weights_only=True`` refuses, or no state dict inside.
+    """The state dict in a checkpoint file (``.safetensors`` or a ``torch.save`` file read with ``weights_only=True``),
+    ``'state_dict_ema'``/``'model_ema'`` when ``use_ema``: :func:`gmamba_zoo.models._checkpoint.read_state_dict`,
+    which the models' own ``checkpoint_path`` loading shares; its errors name the file.
     """
-    from timm.models import clean_state_dict
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    name = path.name.lower()
-    if name.endswith('.safetensors'):
-        import safetensors.torch
-        ckpt: Any = safetensors.torch.load_file(str(path), device='cpu')
-    elif name.endswith(_CKPT_SUFFIXES):
-        try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ValueError(
-                f'{path}: torch.load(weights_only=True) refused it: it holds pickled Python objects besides tensors '
-                f'and plain containers, and untrusted pickles are never loaded here. Re-save just the weights, e.g. '
-                f'`torch.save(model.state_dict(), "weights.pth")` or safetensors. ({str(e).splitlines()[0]})') from e
-    else:
-        raise ValueError(f'{path}: unknown checkpoint type; expected .safetensors or one of {list(_CKPT_SUFFIXES)}.')
-    state_dict = _select_state_dict(ckpt, use_ema, path)
-    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f'{path}: the state dict has non-tensor entries {bad[:10]}; is this a state dict?')
-    return clean_state_dict(state_dict)
-
-
-def _select_state_dict(ckpt: Any, use_ema: bool, path: Path) -> Dict[str, Any]:
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f'{path}: expected a dict (a state dict or a training checkpoint), got {type(ckpt).__name__}.')
-    ema_keys = [k for k in ('state_dict_ema', 'model_ema') if isinstance(ckpt.get(k), Mapping)]
-    main_keys = [k for k in ('state_dict', 'model') if isinstance(ckpt.get(k), Mapping)]
-    if use_ema:
-        if not ema_keys:
-            raise ValueError(f'{path}: use_ema asked for EMA weights but there is no "state_dict_ema" or "model_ema" '
-                             f'(top-level keys: {sorted(map(str, ckpt))[:20]}).')
-        return dict(ckpt[ema_keys[0]])
-    if main_keys or ema_keys:
-        key = (main_keys or ema_keys)[0]
-        if not main_keys:
-            _logger.warning('%s: no "state_dict"/"model" entry; taking the EMA weights ("%s").', path, key)
-        return dict(ckpt[key])
-    if all(isinstance(v, torch.Tensor) for v in ckpt.values()) and ckpt:
-        return dict(ckpt)
-    raise ValueError(f'{path}: neither a state dict nor a training checkpoint with "state_dict", "model", '
-                     f'"state_dict_ema" or "model_ema"; top-level keys: {sorted(map(str, ckpt))[:20]}.')
-
-
-def _list_keys(keys: Sequence[Any], limit: int = 20) -> str:
-    keys = list(keys)
-    shown = ', '.join(map(str, keys[:limit]))
-    return shown + (f', ... ({len(keys) - limit} more)' if len(keys) > limit else '')
+    return read_state_dict(path, use_ema=use_ema)
 
 
 def load_checkpoint_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = 'checkpoint') -> None:
@@ -112,39 +47,14 @@ def load_checkpoint_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         source: What the tensors are, for the error message (e.g. ``'checkpoint path/to/file.pth'``).
 
     Raises:
-        CheckpointMismatchError: Missing keys, unexpected keys or shape mismatches, with the keys named and, when only
-            the classifier differs, a hint to pass the checkpoint's ``num_classes``.
+        CheckpointMismatchError: Missing keys, unexpected keys or shape mismatches, with the first keys named, which
+            model the keys look like (compared with every registered model and its timm base) and, when only the
+            classifier differs, a hint to pass the checkpoint's ``num_classes``.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture', type(model).__name__)
-        parts = [f'{source} does not fit {arch} (num_classes={getattr(model, "num_classes", "?")}).']
-        if missing:
-            parts.append(f'Missing keys ({len(missing)}): {_list_keys(missing)}.')
-        if unexpected:
-            parts.append(f'Unexpected keys ({len(unexpected)}): {_list_keys(unexpected)}.')
-        if shapes:
-            parts.append(f'Shape mismatches ({len(shapes)}): {_list_keys(shapes)}.')
-        classifier = _classifier_keys(model)
-        if not missing and not unexpected and shapes and all(s.split(':')[0] in classifier for s in shapes):
-            weight = next(k for k in classifier if k.endswith('weight') and k in state_dict)
-            parts.append(f'Only the classifier differs: build the model with num_classes={state_dict[weight].shape[0]} '
-                         f'(--num-classes).')
-        elif missing and unexpected:
-            parts.append('Is it a checkpoint of another model, or of this one built with other model args '
-                         '(--model-args)?')
-        raise CheckpointMismatchError(' '.join(parts))
+    message = mismatch_message(model, key_shapes(state_dict), source)
+    if message is not None:
+        raise CheckpointMismatchError(message)
     model.load_state_dict(state_dict, strict=True)
-
-
-def _classifier_keys(model: nn.Module) -> List[str]:
-    names = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier') or ()
-    names = (names,) if isinstance(names, str) else tuple(names)
-    return [f'{n}.{s}' for n in names for s in ('weight', 'bias')]
 
 
 def save_safetensors(model: nn.Module, path: PathLike, metadata: Optional[Mapping[str, str]] = None) -> Path:

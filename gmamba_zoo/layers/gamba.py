@@ -38,20 +38,63 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from timm.layers import to_2tuple, trunc_normal_, use_fused_attn
+from timm.layers import register_notrace_function, trunc_normal_, use_fused_attn
 
-from .ssm import SelectiveSSM
+from ._checks import check_bool, check_int, check_real, check_size
+from .onednn import conv1x1
+from .ssm import SelectiveSSM, check_ssm_args
 
 __all__ = [
     'resize_pos_embed_1d', 'MambaMixer', 'GambaCell', 'RegisterMHSA2d', 'GatedFusion', 'GambaBlock',
-    'GAMBA_NO_WEIGHT_DECAY',
+    'CeilAvgPool2d', 'GAMBA_NO_WEIGHT_DECAY', 'check_gamba_args', 'check_input_shape',
 ]
+
+torch.fx.wrap('conv1x1')  # an FX leaf for every tracer: a traced graph takes eager's oneDNN route (onednn.py)
 
 # Names (last component) of the parameters that should not be weight-decayed: SSM parameters as in Mamba,
 # position terms and register tokens as in ViTs.
 GAMBA_NO_WEIGHT_DECAY = ('A_log', 'D', 'pos_h', 'pos_w', 'rel_h', 'rel_w', 'reg_k', 'reg_v')
 
 
+def check_gamba_args(
+        owner: str,
+        dim: Union[int, None] = None,
+        num_heads: int = 4,
+        num_registers: int = 1,
+        d_state: int = 64,
+        d_conv: int = 4,
+        expand: float = 2,
+        arg: str = '{}',
+        dim_arg: str = 'dim',
+) -> None:
+    """Check the arguments of a :class:`GambaBlock` (``dim`` only when given).
+
+    Args:
+        owner: Who is being built, for the message.
+        dim: Channels p of the block: even, with p / 2 divisible by ``num_heads``.
+        num_heads, num_registers, d_state, d_conv, expand: As for :class:`GambaBlock`.
+        arg: How an argument is named in the message, ``'{}'`` formatted with its name.
+        dim_arg: How ``dim`` is named in the message (``'widths[2]'`` for a vGamba stage).
+
+    Raises:
+        TypeError, ValueError: Naming the argument, the value and what is expected.
+    """
+    check_int(owner, arg.format('num_heads'), num_heads, minimum=1)
+    check_int(owner, arg.format('num_registers'), num_registers, minimum=0)
+    check_ssm_args(owner, dict(d_state=d_state, d_conv=d_conv), causal=True, arg=arg)
+    check_real(owner, arg.format('expand'), expand, 0, low_open=True)
+    if dim is not None:
+        check_int(owner, dim_arg, dim, minimum=2)
+        if dim % 2 or (dim // 2) % num_heads:
+            raise ValueError(f'{owner}: {dim_arg} must be even with {dim_arg} / 2 divisible by num_heads={num_heads} '
+                             f'(half the channels go to the attention), got {dim}.')
+        if int(expand * (dim // 2)) < 1:
+            raise ValueError(f'{owner}: {arg.format("expand")} must give the Mamba mixer at least one inner channel '
+                             f'(expand * {dim_arg} / 2 >= 1), got expand={expand!r} with {dim_arg}={dim}.')
+
+
+@register_notrace_function  # FX leaf: the size is known when the traced graph runs
+@torch.fx.wrap
 def resize_pos_embed_1d(pos: Tensor, size: int) -> Tensor:
     """Linearly interpolate a per-channel 1-D position term to ``size`` positions.
 
@@ -60,11 +103,20 @@ def resize_pos_embed_1d(pos: Tensor, size: int) -> Tensor:
         size: Target number of positions (>= 1).
 
     Returns:
-        [C, size]; ``pos`` itself when ``size == n0``.
+        [C, size]; ``pos`` itself when ``size == n0`` (a symbolic size, while ``torch.export`` traces, always
+        interpolates: at scale 1 that is an exact copy, and the graph stays valid for every size).
     """
-    if pos.shape[-1] == size:
+    if type(size) is int and pos.shape[-1] == size:
         return pos
     return F.interpolate(pos[None], size=size, mode='linear', align_corners=False)[0]
+
+
+@register_notrace_function  # FX leaf: the check reads the input's shape when the traced graph runs
+@torch.fx.wrap
+def check_input_shape(x: Tensor, ndim: int, channel_dim: int, channels: int, expected: str) -> None:
+    """Raise ``ValueError('<expected>, got shape ...')`` unless x has ``ndim`` dims, ``channels`` at ``channel_dim``."""
+    if x.dim() != ndim or x.shape[channel_dim] != channels:
+        raise ValueError(f'{expected}, got shape {tuple(x.shape)}.')
 
 
 def _pos_2d(pos_h: Tensor, pos_w: Tensor, height: int, width: int) -> Tensor:
@@ -96,14 +148,19 @@ class MambaMixer(SelectiveSSM):
             dt_rank: Union[int, str] = 'auto',
             **ssm_kwargs,
     ):
+        name = type(self).__name__
+        check_int(name, 'dim', dim, minimum=1)
+        check_real(name, 'expand', expand, 0, low_open=True)
+        if int(expand * dim) < 1:
+            raise ValueError(f'{name}: expand must give at least one inner channel (expand * dim >= 1), got '
+                             f'expand={expand!r} with dim={dim}.')
         super().__init__(
             dim, int(expand * dim), d_state=d_state, d_conv=d_conv, causal=True, conv_z=False, gate='scan',
             dt_rank=dt_rank, **ssm_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, L, C] -> [B, L, C]."""
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f'MambaMixer: expected a [B, L, C={self.dim}] sequence, got shape {tuple(x.shape)}.')
+        check_input_shape(x, 3, -1, self.dim, f'MambaMixer: expected a [B, L, C={self.dim}] sequence')
         return super().forward(x)
 
 
@@ -126,9 +183,12 @@ class GambaCell(nn.Module):
             d_conv: int = 4,
             expand: int = 2,
     ):
+        name = type(self).__name__
+        check_int(name, 'dim', dim, minimum=1)
+        grid_size = check_size(name, 'grid_size', grid_size)
         super().__init__()
         self.dim = dim
-        self.grid_size = to_2tuple(grid_size)
+        self.grid_size = grid_size
         self.pos_h = nn.Parameter(torch.zeros(dim, self.grid_size[0]))
         self.pos_w = nn.Parameter(torch.zeros(dim, self.grid_size[1]))
         self.context = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
@@ -141,8 +201,10 @@ class GambaCell(nn.Module):
         b, c, h, w = x.shape
         x = (x + _pos_2d(self.pos_h, self.pos_w, h, w).to(x.dtype)).flatten(2)  # [B, C, L]
         mask = torch.sigmoid(self.context(x))  # [B, C, L]
+        # contiguous [B, C, H, W]: the product keeps the mixer's channels-last strides otherwise, which the fusion's
+        # convs would inherit (and torch.export cannot reason about for a symbolic size)
         y = self.mamba(x.transpose(1, 2)).transpose(1, 2) * mask
-        return y.reshape(b, c, h, w)
+        return y.reshape(b, c, h, w).contiguous()
 
 
 class RegisterMHSA2d(nn.Module):
@@ -167,15 +229,19 @@ class RegisterMHSA2d(nn.Module):
             num_registers: int = 1,
             qkv_bias: bool = True,
     ):
-        super().__init__()
+        name = type(self).__name__
+        check_int(name, 'dim', dim, minimum=1)
+        check_int(name, 'num_heads', num_heads, minimum=1)
         if dim % num_heads:
-            raise ValueError(f'RegisterMHSA2d: dim ({dim}) must be divisible by num_heads ({num_heads}).')
-        if num_registers < 0:
-            raise ValueError(f'RegisterMHSA2d: num_registers must be >= 0, got {num_registers}.')
+            raise ValueError(f'{name}: dim ({dim}) must be divisible by num_heads ({num_heads}).')
+        check_int(name, 'num_registers', num_registers, minimum=0)
+        grid_size = check_size(name, 'grid_size', grid_size)
+        check_bool(name, 'qkv_bias', qkv_bias)
+        super().__init__()
         self.dim, self.num_heads, self.num_registers = dim, num_heads, num_registers
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.grid_size = to_2tuple(grid_size)
+        self.grid_size = grid_size
         self.fused_attn = use_fused_attn()
         self.qkv = nn.Conv2d(dim, 3 * dim, kernel_size=1, bias=qkv_bias)
         self.rel_h = nn.Parameter(torch.zeros(dim, self.grid_size[0]))
@@ -194,7 +260,7 @@ class RegisterMHSA2d(nn.Module):
         """x: [B, C, H, W] -> [B, C, H, W]."""
         b, c, h, w = x.shape
         nh, hd = self.num_heads, self.head_dim
-        q, k, v = self.qkv(x).reshape(b, 3, nh, hd, h * w).unbind(1)  # [B, nh, hd, L] each
+        q, k, v = conv1x1(self.qkv, x).reshape(b, 3, nh, hd, h * w).unbind(1)  # [B, nh, hd, L] each
         k = k + _pos_2d(self.rel_h, self.rel_w, h, w).to(k.dtype).reshape(nh, hd, h * w)
         # [B, nh, L, hd], contiguous in hd: the fused CPU kernel needs that, else it falls back to an [L, L] map
         q, k, v = (t.transpose(-1, -2).contiguous() for t in (q, k, v))
@@ -209,6 +275,27 @@ class RegisterMHSA2d(nn.Module):
         return out.transpose(-1, -2).reshape(b, c, h, w)
 
 
+class CeilAvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)``: halves a map, rounding up.
+
+    While ``torch.export`` traces, the same values (bit for bit) come from a zero-padded sum over a count of the
+    pixels under each window, because the exporter cannot prove ceil mode's output-size rule for a symbolic size.
+    """
+
+    def __init__(self):
+        super().__init__(2, 2, ceil_mode=True, count_include_pad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, C, H, W] -> [B, C, ceil(H / 2), ceil(W / 2)]."""
+        if not torch.compiler.is_exporting():
+            return super().forward(x)
+        h, w = x.shape[-2:]
+        # pad to 2 * ((n - 1) // 2 + 1): the output size is then written as a stride-2 conv's, the shortcut's
+        pad = (0, 2 * ((w - 1) // 2 + 1) - w, 0, 2 * ((h - 1) // 2 + 1) - h)
+        count = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pad), 2)
+        return F.avg_pool2d(F.pad(x, pad), 2) / count
+
+
 class GatedFusion(nn.Module):
     """``a = proj_a(x_a)``, ``b = proj_b(x_b)`` (1x1 convs), ``out = sigmoid(gate(a)) * a + sigmoid(gate(b)) * b``.
 
@@ -220,6 +307,8 @@ class GatedFusion(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int):
+        check_int(type(self).__name__, 'in_dim', in_dim, minimum=1)
+        check_int(type(self).__name__, 'out_dim', out_dim, minimum=1)
         super().__init__()
         self.proj_a = nn.Conv2d(in_dim, out_dim, kernel_size=1)
         self.proj_b = nn.Conv2d(in_dim, out_dim, kernel_size=1)
@@ -227,7 +316,7 @@ class GatedFusion(nn.Module):
 
     def forward(self, x_a: Tensor, x_b: Tensor) -> Tensor:
         """x_a, x_b: [B, Cin, H, W] -> [B, Cout, H, W]."""
-        a, b = self.proj_a(x_a), self.proj_b(x_b)
+        a, b = conv1x1(self.proj_a, x_a), conv1x1(self.proj_b, x_b)  # oneDNN in CPU inference (onednn.py)
         return torch.sigmoid(self.gate(a)) * a + torch.sigmoid(self.gate(b)) * b
 
 
@@ -252,9 +341,10 @@ class GambaBlock(nn.Module):
             d_conv: int = 4,
             expand: int = 2,
     ):
+        name = type(self).__name__
+        check_gamba_args(name, dim, num_heads, num_registers, d_state, d_conv, expand)
+        check_size(name, 'grid_size', grid_size)
         super().__init__()
-        if dim < 2 or dim % 2:
-            raise ValueError(f'GambaBlock: dim must be an even number of channels >= 2, got {dim}.')
         self.dim = dim
         half = dim // 2
         self.cell = GambaCell(half, grid_size, d_state=d_state, d_conv=d_conv, expand=expand)
@@ -263,7 +353,6 @@ class GambaBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, p, H, W] -> [B, p, H, W]."""
-        if x.dim() != 4 or x.shape[1] != self.dim:
-            raise ValueError(f'GambaBlock: expected a [B, C={self.dim}, H, W] map, got shape {tuple(x.shape)}.')
+        check_input_shape(x, 4, 1, self.dim, f'GambaBlock: expected a [B, C={self.dim}, H, W] map')
         x_a, x_b = x.chunk(2, dim=1)
         return self.fusion(self.cell(x_a), self.mhsa(x_b))

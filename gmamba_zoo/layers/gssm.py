@@ -20,7 +20,10 @@ Choices where the paper is silent (see also the README):
       block is exactly the identity until trained.
     * The depthwise 1-D conv has kernel 3 and same (non-causal) padding, as the paper describes, so a scan-only mixer
       reaches one position ahead of its output in scan order, and no further.
-    * No windowed variant is offered: the block is always global.
+    * Global by default: one DFT and one scan over the whole map. ``window_size`` runs the mixer on non-overlapping
+      windows instead (the map zero-padded at the bottom and right to whole windows before the norm, each window
+      its own DFT and scan), which reproduces the authors' released code (7x7 windows) as an ablation; a windowed
+      block is not global (its outputs' gradients are zero outside their window: docs/official-code.md).
 
 Evaluation shortcut (same function, same parameters): FEM's band projections, band weights and the first fusion
 layer are all linear, and the high band is ``x - low``, so together they equal ``x @ Mx.T + low @ Ml.T + c`` with
@@ -31,22 +34,38 @@ what runs.
 """
 from __future__ import annotations
 
+import inspect
+import math
 from functools import partial
-from typing import Optional, Sequence, Tuple, Type, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor
-from timm.layers import DropPath, LayerScale, Mlp
+from timm.layers import DropPath, LayerScale, Mlp, register_notrace_function
 
+from ..compat import forward_hooks_registered
 from ..ops import autocast_off
-from .ssm import SelectiveSSM
+from ._checks import check_bool, check_callable, check_int, check_keys, check_real, check_size
+from .onednn import linear, linear_weights
+from .ssm import SSM_INIT_KWARGS, SelectiveSSM, check_ssm_args
+
+torch.fx.wrap('linear')  # an FX leaf for every tracer: a traced graph takes eager's oneDNN route (onednn.py)
 
 __all__ = [
-    'frequency_split', 'low_band', 'low_band_mask', 'FrequencyEncoding', 'FrequencyGuidedModulation', 'GSSMMixer',
-    'GMambaBlock', 'InplaceGELU',
+    'frequency_split', 'low_band', 'low_band_mask', 'low_band_matrix', 'FrequencyEncoding', 'FrequencyGuidedModulation',
+    'GSSMMixer', 'GMambaBlock', 'GMambaMlp', 'InplaceGELU', 'check_gmamba_block_kwargs',
 ]
+
+
+def _low_bins(n: int, cutoff: float, device: Optional[torch.device], bins: Optional[int] = None) -> Tensor:
+    """Whether each of the first ``bins`` (default n) DFT bins of length ``n`` has |f| < cutoff: bin k is
+    min(k, n - k) / n cycles per sample. Integer arithmetic and one comparison in float64, so the mask is the same at
+    every size and traces with a symbolic ``n`` (unlike ``torch.fft.fftfreq``)."""
+    k = torch.arange(n if bins is None else bins, device=device)
+    return torch.minimum(k, n - k).double() < cutoff * n
 
 
 def low_band_mask(height: int, width: int, cutoff: float, device: Optional[torch.device] = None) -> Tensor:
@@ -55,19 +74,52 @@ def low_band_mask(height: int, width: int, cutoff: float, device: Optional[torch
     Returns:
         [H, W // 2 + 1] bool.
     """
-    fh = torch.fft.fftfreq(height, device=device).abs() < cutoff
-    fw = torch.fft.rfftfreq(width, device=device) < cutoff
-    return fh[:, None] & fw[None, :]
+    return _low_bins(height, cutoff, device)[:, None] & _low_bins(width, cutoff, device, width // 2 + 1)[None, :]
 
 
+def low_band_matrix(n: int, cutoff: float, device: Optional[torch.device] = None) -> Tensor:
+    """The low band along one axis as a matrix: ``P @ v`` keeps the DFT bins of v with |f| < cutoff.
+
+    The mask is symmetric in +/-f, so P is real, symmetric and circulant: ``P[j, k] = p[j - k]`` with
+    ``p[d] = (1/n) sum_f mask_f cos(2 pi f d / n)``. The 2-D mask is the outer product of the axes' masks, so the low
+    band of an H x W map is ``P_H @ x @ P_W``: what ONNX export uses instead of the FFT (see :func:`low_band`). Built
+    in float64 (angles up to 2 pi n) from ``arange`` and products only, so it traces with a symbolic ``n``.
+
+    Returns:
+        [n, n] float32.
+    """
+    k = torch.arange(n, device=device)
+    d = torch.arange(1 - n, n, device=device)  # every j - k
+    angle = (d[:, None] * k[None, :]).double() * (2 * math.pi / n)
+    p = torch.cos(angle) @ _low_bins(n, cutoff, device).double() / n  # [2n - 1]
+    return p[k[:, None] - k[None, :] + (n - 1)].float()
+
+
+@register_notrace_function  # FX leaf: the FFT island (float32, autocast off) stays one call in a traced graph
+@torch.fx.wrap
 def low_band(x: Tensor, cutoff: float = 0.25) -> Tensor:
-    """The low frequency band of a map (see :func:`frequency_split`), [..., H, W] float32."""
+    """The low frequency band of a map (see :func:`frequency_split`), [..., H, W] float32.
+
+    While ``torch.onnx.export`` traces, the same filter runs as two matrix products (:func:`low_band_matrix`): the
+    exporter's FFT translation does not run in onnxruntime at every size, and its FFT shape checks would fix a batch of
+    1 (the exporter traces with ``backed_size_oblivious``).
+    """
     if not 0.0 < cutoff <= 0.5:
         raise ValueError(f'low_band / frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
     h, w = x.shape[-2:]
     with autocast_off(x.device.type):
+        if torch.onnx.is_in_onnx_export():
+            # P_H x P_W as two products over the last dim of contiguous maps (P is symmetric): plain 2-D products
+            # for the tracer, no batch dims to broadcast or fold that it would have to check for size 1
+            low = F.linear(_dense(x.float()), low_band_matrix(w, cutoff, x.device))
+            return F.linear(_dense(low.transpose(-1, -2)), low_band_matrix(h, cutoff, x.device)).transpose(-1, -2)
         spec = torch.fft.rfft2(x.float(), norm='ortho')
         return torch.fft.irfft2(spec * low_band_mask(h, w, cutoff, x.device), s=(h, w), norm='ortho')
+
+
+def _dense(x: Tensor) -> Tensor:
+    """A contiguous copy, made whatever x's layout (``.contiguous()`` would make a tracer decide on x's layout)."""
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def frequency_split(x: Tensor, cutoff: float = 0.25) -> Tuple[Tensor, Tensor]:
@@ -120,18 +172,50 @@ class FrequencyEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, m, H, W] -> F_freq [B, H*W, m] (tokens)."""
-        tokens = lambda t: t.flatten(2).transpose(1, 2).to(x.dtype)  # [B, L, m]
-        m, area = x.shape[1], x.shape[-2] * x.shape[-1]
-        if self.fold if self.fold is not None else area > 2 * m:
-            low = low_band(x, self.cutoff)
-            m_x, m_l, c = self.folded_weights()
-            hidden = F.linear(tokens(x), m_x, c) + F.linear(tokens(low), m_l)
+        low = low_band(x, self.cutoff)
+        if self.fold is not None:
+            hidden = self.fused(x, low, self.fold)
+        elif torch.compiler.is_exporting():
+            # One graph for every map size: the folded form, valid at every size (a torch.cond on the size would keep
+            # eager's choice, but triples the export time); it costs 4m^3 multiply-adds more than eager on H*W <= 2m.
+            hidden = self.fused(x, low, True)
         else:
-            low, high = frequency_split(x, self.cutoff)
-            low = self.low_proj(tokens(low)) * torch.sigmoid(self.low_weight)
-            high = self.high_proj(tokens(high)) * torch.sigmoid(self.high_weight)
-            hidden = self.fuse[0](torch.cat([tokens(x), low, high], dim=-1))
-        return self.fuse[2](self.fuse[1](hidden))
+            hidden = fem_fused(self, x, low)
+        return linear(self.fuse[2], self.fuse[1](hidden))  # the linear layers: oneDNN in CPU inference (onednn.py)
+
+    def fused(self, x: Tensor, low: Tensor, fold: bool) -> Tensor:
+        """fuse[0] on [x, s_l low_proj(low), s_h high_proj(x - low)]: x, low [B, m, H, W] -> [B, H*W, 2m].
+
+        Args:
+            x: The map.
+            low: Its low band (float32).
+            fold: Through :meth:`folded_weights` (fewer multiply-adds per token) or layer by layer; same function.
+        """
+        if fold:
+            m_x, m_l, c = self.folded_weights()
+            return linear_weights(_tokens(x, x.dtype), m_x, c) + linear_weights(_tokens(low, x.dtype), m_l)
+        with autocast_off(x.device.type):
+            high = x.float() - low
+        low = linear(self.low_proj, _tokens(low, x.dtype)) * torch.sigmoid(self.low_weight)
+        high = linear(self.high_proj, _tokens(high, x.dtype)) * torch.sigmoid(self.high_weight)
+        return linear(self.fuse[0], torch.cat([_tokens(x, x.dtype), low, high], dim=-1))
+
+
+def _tokens(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """[B, m, H, W] -> [B, H*W, m] tokens in ``dtype``."""
+    return t.flatten(2).transpose(1, 2).to(dtype)
+
+
+def fold_pays_off(x: Tensor) -> bool:
+    """Whether :class:`FrequencyEncoding` on x [B, m, H, W] is cheaper folded: H*W > 2m (a SymBool when tracing)."""
+    return x.shape[-2] * x.shape[-1] > 2 * x.shape[1]
+
+
+@register_notrace_function  # FX leaf: the folded or layer-by-layer choice is made on each call's map size
+@torch.fx.wrap
+def fem_fused(fem: FrequencyEncoding, x: Tensor, low: Tensor) -> Tensor:
+    """``fem.fused(x, low, fold)`` with ``fold`` chosen by :func:`fold_pays_off` (``fem.fold`` when set)."""
+    return fem.fused(x, low, fold_pays_off(x) if fem.fold is None else fem.fold)
 
 
 class FrequencyGuidedModulation(nn.Module):
@@ -202,8 +286,9 @@ class GSSMMixer(SelectiveSSM):
 class InplaceGELU(nn.GELU):
     """``nn.GELU`` that overwrites its input when autograd will not need it (inference, or frozen layers).
 
-    In the block's MLP the input is the first linear layer's fresh output, so nothing else reads it; reusing it saves
-    the block's largest temporary, the [B, H, W, 4C] hidden map, with the same values.
+    Only for an input nothing else reads: a forward hook on the module that produced it would see GELU's output in
+    place of that module's. :class:`GMambaBlock` no longer uses it: its :class:`GMambaMlp` applies GELU in place
+    only when no hook can observe the overwritten map.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -212,17 +297,115 @@ class InplaceGELU(nn.GELU):
         return torch.ops.aten.gelu_(x, approximate=self.approximate)
 
 
+def _tracing(x: Tensor) -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or bool(compiler is not None and compiler.is_compiling()))
+
+
+class GMambaMlp(Mlp):
+    """timm's ``Mlp`` (same modules, same state-dict keys) whose GELU reuses fc1's output buffer when nobody can tell.
+
+    fc1's output, the [B, H, W, 4C] hidden map, is the block's largest temporary. GELU overwrites it in place (same
+    values, one such map less at the peak) only when all of these hold: the activation is an ``nn.GELU``; autograd
+    does not need fc1's output (inference, frozen layers); no forward hook or pre-hook is registered on ``fc1`` or
+    ``act`` nor globally, so no hook holds the map GELU would overwrite; and the model is not being traced or compiled
+    (a compiler plans its own buffers). Otherwise it runs as timm's ``Mlp``, ``act`` called as a module, so every
+    hook sees each module's true output.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = linear(self.fc1, x)  # fc1(x), through oneDNN in CPU inference (layers/onednn.py)
+        if self._gelu_in_place(x):
+            x = torch.ops.aten.gelu_(x, approximate=self.act.approximate)
+        else:
+            x = self.act(x)
+        x = self.drop1(x)
+        x = self.norm(x)
+        x = linear(self.fc2, x)
+        return self.drop2(x)
+
+    def _gelu_in_place(self, x: Tensor) -> bool:
+        if type(self.act) is not nn.GELU or _tracing(x) or (torch.is_grad_enabled() and x.requires_grad):
+            return False
+        return not forward_hooks_registered(self.fc1, self.act)
+
+
+def _block_arg_names() -> Tuple[str, ...]:
+    """Every keyword argument a GMambaBlock accepts (its own and, through ``mixer_kwargs``, its mixer's)."""
+    skip = {'self', 'dim', 'mixer_kwargs', 'ssm_kwargs'}
+    own = [p for p in inspect.signature(GMambaBlock.__init__).parameters if p not in skip]
+    mixer = [p for p in inspect.signature(GSSMMixer.__init__).parameters if p not in skip]
+    return tuple(dict.fromkeys(own + mixer + list(SSM_INIT_KWARGS)))
+
+
+def check_gmamba_block_kwargs(
+        owner: str,
+        kwargs: Mapping[str, Any],
+        where: Optional[str] = None,
+        reserved: Optional[Mapping[str, str]] = None,
+) -> None:
+    """Check keyword arguments for :class:`GMambaBlock` (all but ``dim``), before any block is built.
+
+    Args:
+        owner: Who is building, for the message (``'GMambaBlock'``, ``'add_gmamba'``, a model name).
+        kwargs: The arguments.
+        where: The argument that holds them (``'gmamba_kwargs'``): keys are then named ``gmamba_kwargs['d_state']``.
+        reserved: Block arguments the caller sets itself, each with what to do instead (``drop_path``: pass
+            ``drop_path_rate``).
+
+    Raises:
+        TypeError: An unknown or reserved key, or a value of the wrong type.
+        ValueError: A value out of range (``d_state=0``, ``freq_cutoff=0.7``, an even ``d_conv``, ...).
+    """
+    arg = f"{where}['{{}}']" if where else '{}'
+    check_keys(owner, where or 'the keyword arguments', kwargs, _block_arg_names())
+    for key, instead in (reserved or {}).items():
+        if key in kwargs:
+            raise TypeError(f'{owner}: {arg.format(key)} is set by {owner} itself, got {kwargs[key]!r}; {instead}.')
+    if 'channels_last' in kwargs:
+        check_bool(owner, arg.format('channels_last'), kwargs['channels_last'])
+    if 'mlp_ratio' in kwargs:
+        check_real(owner, arg.format('mlp_ratio'), kwargs['mlp_ratio'], 0, low_open=True)
+    if 'layer_scale_init_value' in kwargs:
+        check_real(owner, arg.format('layer_scale_init_value'), kwargs['layer_scale_init_value'])
+    if 'drop_path' in kwargs:
+        check_real(owner, arg.format('drop_path'), kwargs['drop_path'], 0, 1, high_open=True)
+    for name in ('norm_layer', 'act_layer'):
+        if name in kwargs:
+            check_callable(owner, arg.format(name), kwargs[name])
+    if 'freq_cutoff' in kwargs:
+        check_real(owner, arg.format('freq_cutoff'), kwargs['freq_cutoff'], 0, 0.5, low_open=True)
+    if 'frequency_path' in kwargs:
+        check_bool(owner, arg.format('frequency_path'), kwargs['frequency_path'])
+    if kwargs.get('window_size') is not None:
+        check_size(owner, arg.format('window_size'), kwargs['window_size'])
+    check_ssm_args(owner, kwargs, causal=False, arg=arg)
+
+
 class GMambaBlock(nn.Module):
     """GMamba block: ``x + ls1 * Mixer(LN(x))``, then ``x + ls2 * MLP(LN(x))``, with drop path.
 
+    Every argument is checked when the block is built (:func:`check_gmamba_block_kwargs`): a bad one raises a
+    ``TypeError`` or ``ValueError`` naming it, the value and what is expected.
+
     Args:
-        dim: Channels C.
+        dim: Channels C (even).
         channels_last: Input and output are [B, H, W, C] (timm's Swin stages) instead of [B, C, H, W].
         mlp_ratio: Hidden width of the MLP relative to C.
         layer_scale_init_value: Initial layer scale; 0 makes the block the identity when inserted.
-        drop_path: Stochastic depth rate.
+        drop_path: Stochastic depth rate, in [0, 1).
+        norm_layer: Norm of both branches.
+        act_layer: Activation of the MLP (:class:`GMambaMlp` applies an ``nn.GELU`` in place when nothing can see it).
+        window_size: None (default): the mixer sees the whole map, as the paper's theory states. An int or (h, w):
+            it runs on non-overlapping windows of that size (the released code's 7x7 windowing, as an ablation).
         mixer_kwargs: Passed to :class:`GSSMMixer` (d_state, d_conv, dt_rank, freq_cutoff, frequency_path, ...).
+
+    Attributes:
+        grad_checkpointing: Recompute the block's activations in backward (see :meth:`set_grad_checkpointing`).
     """
+
+    grad_checkpointing: bool = False
 
     def __init__(
             self,
@@ -232,29 +415,72 @@ class GMambaBlock(nn.Module):
             layer_scale_init_value: float = 0.0,
             drop_path: float = 0.0,
             norm_layer: Type[nn.Module] = nn.LayerNorm,
-            act_layer: Type[nn.Module] = InplaceGELU,
+            act_layer: Type[nn.Module] = nn.GELU,
+            window_size: Optional[Union[int, Tuple[int, int]]] = None,
             **mixer_kwargs,
     ):
+        name = type(self).__name__
+        check_int(name, 'dim', dim, minimum=2)
+        if dim % 2:
+            raise ValueError(f'{name}: dim must be an even int >= 2 (the scan takes half the channels), got {dim}.')
+        check_gmamba_block_kwargs(name, dict(
+            channels_last=channels_last, mlp_ratio=mlp_ratio, layer_scale_init_value=layer_scale_init_value,
+            drop_path=drop_path, norm_layer=norm_layer, act_layer=act_layer, window_size=window_size, **mixer_kwargs))
+        hidden = int(dim * mlp_ratio)
+        if hidden < 1:
+            raise ValueError(f'{name}: mlp_ratio must give the MLP at least one hidden channel (dim * mlp_ratio >= 1), '
+                             f'got mlp_ratio={mlp_ratio!r} with dim={dim}.')
         super().__init__()
         self.dim, self.channels_last = dim, channels_last
+        self.window_size = None if window_size is None else check_size(name, 'window_size', window_size)
         self.norm1 = norm_layer(dim)
         self.mixer = GSSMMixer(dim, **mixer_kwargs)
         self.ls1 = LayerScale(dim, layer_scale_init_value)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.mlp = GMambaMlp(dim, hidden, act_layer=act_layer)
         self.ls2 = LayerScale(dim, layer_scale_init_value)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the block's activations in backward instead of keeping them (for where no enclosing stage or
+        wrapper checkpoints it; a model's ``set_grad_checkpointing`` already covers its inserted blocks)."""
+        self.grad_checkpointing = enable
+
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, C, H, W], or [B, H, W, C] when ``channels_last``; returns the same layout."""
-        layout = '[B, H, W, C]' if self.channels_last else '[B, C, H, W]'
-        if x.dim() != 4 or x.shape[-1 if self.channels_last else 1] != self.dim:
-            raise ValueError(f'GMambaBlock: expected a {layout} map with C={self.dim}, got shape {tuple(x.shape)}.')
-        if not x.is_floating_point():
-            raise TypeError(f'GMambaBlock: expected a floating-point map, got {x.dtype}.')
+        check_block_input(x, self.dim, self.channels_last)
+        if self.grad_checkpointing and torch.is_grad_enabled() and not (
+                isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.jit.is_scripting()):
+            return torch.utils.checkpoint.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         if not self.channels_last:
             x = x.permute(0, 2, 3, 1)
-        x = x + self.drop_path1(self.ls1(self.mixer(self.norm1(x))))
+        x = x + self.drop_path1(self.ls1(self._mix(x)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x if self.channels_last else x.permute(0, 3, 1, 2)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        """The mixer branch before its layer scale: x [B, H, W, C] -> [B, H, W, C], whole map or per window."""
+        if self.window_size is None:
+            return self.mixer(self.norm1(x))
+        b, h, w, c = x.shape
+        wh, ww = self.window_size
+        x = F.pad(x, (0, 0, 0, -w % ww, 0, -h % wh))  # zero rows/columns at the bottom and right, before the norm
+        nh, nw = x.shape[1] // wh, x.shape[2] // ww
+        win = self.norm1(x).reshape(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, wh, ww, c)
+        win = self.mixer(win).reshape(b, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+        return win.reshape(b, nh * wh, nw * ww, c)[:, :h, :w]
+
+
+@register_notrace_function  # FX leaf: the check reads the input's shape and dtype when the traced graph runs
+@torch.fx.wrap
+def check_block_input(x: Tensor, dim: int, channels_last: bool) -> None:
+    """Raise unless x is a floating-point [B, C, H, W] map ([B, H, W, C] when ``channels_last``) with C = ``dim``."""
+    layout = '[B, H, W, C]' if channels_last else '[B, C, H, W]'
+    if x.dim() != 4 or x.shape[-1 if channels_last else 1] != dim:
+        raise ValueError(f'GMambaBlock: expected a {layout} map with C={dim}, got shape {tuple(x.shape)}.')
+    if not x.is_floating_point():
+        raise TypeError(f'GMambaBlock: expected a floating-point map, got {x.dtype}.')

@@ -27,16 +27,60 @@ Choices where the papers are silent, shared by both mixers (Mamba's):
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from timm.layers import register_notrace_function
 
 from ..ops import selective_scan_fn
+from ._checks import check_bool, check_callable, check_choice, check_int, check_mapping, check_real
+from .onednn import conv1d_tokens, linear
 
-__all__ = ['init_ssm_params', 'SelectiveSSM']
+__all__ = ['init_ssm_params', 'SelectiveSSM', 'check_ssm_args', 'SSM_INIT_KWARGS']
+
+# FX leaf (timm's tracer, and any torch.fx tracer through torch.fx.wrap): the scan checks its inputs and chooses its
+# backend and chunk size from the tensors when the traced graph runs.
+register_notrace_function(selective_scan_fn)
+torch.fx.wrap('selective_scan_fn')
+torch.fx.wrap('linear')  # and the oneDNN routes (onednn.py), so that a traced graph computes what eager computes
+torch.fx.wrap('conv1d_tokens')
+
+#: The initial step-size range, keyword arguments every mixer passes through to :class:`SelectiveSSM`.
+SSM_INIT_KWARGS = ('dt_min', 'dt_max', 'dt_init_floor')
+_SSM_INIT_DEFAULTS = dict(dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4)
+
+
+def check_ssm_args(owner: str, args: Mapping[str, Any], causal: bool, arg: str = '{}') -> None:
+    """Check the selective-SSM arguments present in ``args``: d_state, d_conv, dt_rank, dt_min, dt_max, dt_init_floor.
+
+    Args:
+        owner: Who is being built, for the message.
+        args: Some of those arguments (others are ignored).
+        causal: Whether the conv is causal (any kernel >= 1) or same-padded (odd kernel).
+        arg: How an argument is named in the message, ``'{}'`` formatted with its name.
+
+    Raises:
+        TypeError, ValueError: Naming the argument, the value and what is expected.
+    """
+    if 'd_state' in args:
+        check_int(owner, arg.format('d_state'), args['d_state'], minimum=1)
+    if 'd_conv' in args:
+        check_int(owner, arg.format('d_conv'), args['d_conv'], minimum=1, odd=not causal)
+    if 'dt_rank' in args:
+        check_int(owner, arg.format('dt_rank'), args['dt_rank'], minimum=1, or_literal='auto')
+    if any(k in args for k in SSM_INIT_KWARGS):
+        dt_min = check_real(owner, arg.format('dt_min'), args.get('dt_min', _SSM_INIT_DEFAULTS['dt_min']), 0,
+                            low_open=True)
+        dt_max = check_real(owner, arg.format('dt_max'), args.get('dt_max', _SSM_INIT_DEFAULTS['dt_max']), 0,
+                            low_open=True)
+        if dt_max < dt_min:
+            raise ValueError(f"{owner}: {arg.format('dt_min')} must be <= {arg.format('dt_max')} (the range of the "
+                             f"initial step sizes), got dt_min={dt_min!r}, dt_max={dt_max!r}.")
+        check_real(owner, arg.format('dt_init_floor'), args.get('dt_init_floor', _SSM_INIT_DEFAULTS['dt_init_floor']),
+                   0)
 
 
 @torch.no_grad()
@@ -96,12 +140,16 @@ class SelectiveSSM(nn.Module):
             dt_init_floor: float = 1e-4,
     ):
         name = type(self).__name__
-        if d_conv < 1 or not (causal or d_conv % 2):
-            raise ValueError(f'{name}: d_conv must be {">= 1" if causal else "odd (same padding)"}, got {d_conv}.')
-        if gate not in self.GATES:
-            raise ValueError(f'{name}: gate must be one of {self.GATES}, got {gate!r}.')
-        if d_inner < 1:
-            raise ValueError(f'{name}: d_inner must be >= 1, got {d_inner}.')
+        check_int(name, 'dim', dim, minimum=1)
+        check_int(name, 'd_inner', d_inner, minimum=1)
+        check_bool(name, 'causal', causal)
+        check_bool(name, 'conv_z', conv_z)
+        check_choice(name, 'gate', gate, self.GATES)
+        check_ssm_args(name, dict(
+            d_state=d_state, d_conv=d_conv, dt_rank=dt_rank, dt_min=dt_min, dt_max=dt_max,
+            dt_init_floor=dt_init_floor), causal=causal)
+        for module_name, build in check_mapping(name, 'front_end', front_end).items():
+            check_callable(name, f'front_end[{module_name!r}]', build)
         super().__init__()
         self.dim, self.d_inner, self.d_state, self.d_conv = dim, d_inner, d_state, d_conv
         self.causal, self.conv_z, self.gate = causal, conv_z, gate
@@ -125,21 +173,27 @@ class SelectiveSSM(nn.Module):
         """x: [B, *S, C] -> [B, *S, C]."""
         size = x.shape[1:-1]
         n, r = self.d_state, self.dt_rank
-        xz = self.in_proj(x).flatten(1, -2).transpose(1, 2)  # [B, 2E, L]
-        seq_len = xz.shape[-1]
-        # The conv gets a contiguous copy (the CPU conv can be slower on the transposed view than the copy costs);
-        # [:L] keeps a causal conv's first L outputs and is a no-op with same padding.
+        xz = linear(self.in_proj, x).flatten(1, -2)  # [B, L, 2E] tokens
+        seq_len = xz.shape[1]
+        # The conv reads the tokens in place on CPU (conv1d_tokens), a channels-first copy elsewhere; [:L] keeps a
+        # causal conv's first L outputs and is a no-op with same padding.
         if self.conv_z:
-            xs, z = F.silu(self.conv1d(xz.contiguous())[..., :seq_len]).chunk(2, dim=1)  # [B, E, L] each
+            xs, z = F.silu(conv1d_tokens(self.conv1d, xz)[..., :seq_len]).chunk(2, dim=1)  # [B, E, L] each
         else:
-            xs, z = xz.chunk(2, dim=1)
-            xs = F.silu(self.conv1d(xs.contiguous())[..., :seq_len])
-        xs = self.modulate(xs, size)
-        dt, B, C = self.x_proj(xs.transpose(1, 2)).split([r, n, n], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, E, L]; the bias enters the scan as delta_bias
-        y = selective_scan_fn(
-            xs, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
-            z=z if self.gate == 'scan' else None, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
-        if self.gate == 'concat':
-            y = torch.cat([y.to(z.dtype), z], dim=1)  # [B, 2E, L]
-        return self.out_proj(y.transpose(1, 2)).unflatten(1, size)
+            xs, z = xz.transpose(1, 2).chunk(2, dim=1)
+            xs = F.silu(conv1d_tokens(self.conv1d, xs.transpose(1, 2))[..., :seq_len])
+        if not isinstance(xs, torch.fx.Proxy) and xs.numel() == 0:  # torch.fx traces the non-empty case
+            # An empty batch: the output is empty too, as for a conv or linear layer; the FFT (MKL) and the scan's
+            # reductions refuse empty tensors, so they are skipped. out_proj still runs, so autograd sees the layer.
+            y = xs.new_zeros(xs.shape)
+        else:
+            xs = self.modulate(xs, size)
+            dt, B, C = linear(self.x_proj, xs.transpose(1, 2)).split([r, n, n], dim=-1)
+            dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, E, L]; the bias enters the scan as delta_bias
+            y = selective_scan_fn(
+                xs, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
+                z=z if self.gate == 'scan' else None, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        y = y.transpose(1, 2)  # [B, L, E] tokens
+        if self.gate == 'concat':  # [B, L, 2E], made contiguous for out_proj by the one copy cat makes anyway
+            y = torch.cat([y.to(z.dtype), z.transpose(1, 2)], dim=-1)
+        return linear(self.out_proj, y).unflatten(1, size)

@@ -9,7 +9,8 @@ gets an error naming what was expected instead of a shape error from deep inside
 * the wrong channel count (not ``in_chans``): ``ValueError``;
 * a map smaller than the network's total stride (e.g. 32) on either side: ``ValueError``;
 * an integer, bool or complex tensor (e.g. a ``uint8`` image not yet converted with ``.float() / 255``): ``TypeError``;
-* a floating dtype other than the parameters' outside autocast (e.g. float64 into a float32 model): ``TypeError``.
+* a floating dtype other than the parameters' outside autocast (e.g. float64 into a float32 model): ``TypeError``;
+* a float64 input under autocast into a model that is not float64 (autocast does not cast float64): ``TypeError``.
 
 The checks are skipped while ``torch.jit.trace`` (fvcore's FLOP counter) or ``torch.compile``/``torch.export`` trace
 the model: they read Python-level shapes only, so skipping them changes no computation, and a compiled graph then has
@@ -94,6 +95,11 @@ class InputSpec:
         if param_dtype is not None and x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f'{self.name}: input dtype {x.dtype} does not match the parameters\' dtype {param_dtype}; '
                             f'convert the input (x.to({param_dtype})) or the model, or run under torch.autocast.')
+        if param_dtype is not None and x.dtype == torch.float64 != param_dtype and torch.is_autocast_enabled(
+                x.device.type):
+            raise TypeError(f'{self.name}: a float64 input under torch.autocast: autocast lowers float32 tensors but '
+                            f'leaves float64 ones alone, so the first conv would mix float64 with lower-precision '
+                            f'weights; convert the input first (x.float()).')
 
     def __call__(self, module: nn.Module, args: Tuple[Any, ...]) -> None:
         if _tracing() or not args:

@@ -47,12 +47,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, model_entrypoint
+from timm.models import generate_default_cfgs, model_entrypoint
 
 from ..layers import GMambaBlock
-from ._registry import register_zoo_model
-from ._validation import install_input_checks
-from .features import feature_info_dicts, is_features_only
+from ..layers._checks import check_bool, check_int_sequence, check_mapping, check_real
+from ..layers.gssm import check_gmamba_block_kwargs
+from ._checkpoint import CheckpointMismatchError, describe_keys, key_shapes, list_keys
+from ._registry import build_zoo_model, register_zoo_model
+from .features import NchwFeatureGraphNet, feature_info_dicts, is_features_only
 from .swin import create_for_input_size
 from .variants import GMAMBA_VARIANTS, ZOO_VARIANTS
 
@@ -154,19 +156,22 @@ def add_gmamba(
         ``model.no_weight_decay()`` extended with the blocks' A_log, D, layer scales and scalar gates.
 
     Raises:
-        TypeError: The model has no usable ``feature_info``, or a stage given blocks has no Sequential to append to.
-        ValueError: ``depths`` is malformed, longer than the model's feature taps, or the model already has blocks.
+        TypeError: The model has no usable ``feature_info``, a stage given blocks has no Sequential to append to, or an
+            argument has the wrong type (an unknown block argument included).
+        ValueError: ``depths`` is malformed, longer than the model's feature taps, the model already has blocks, or an
+            argument is out of range. Every argument is checked, block arguments too, even when no block is inserted.
     """
     info = _feature_info_list(model)
-    depths = tuple(depths)
-    if not depths or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in depths):
-        raise ValueError(f'add_gmamba: depths must be a non-empty sequence of ints >= 0, got {depths!r}.')
+    depths = check_int_sequence('add_gmamba', 'depths', depths, minimum=0)
     if len(depths) > len(info):
         raise ValueError(
             f'add_gmamba: {len(depths)} depths given but {type(model).__name__} has only {len(info)} feature taps '
             f'({[i["module"] for i in info]}).')
-    if 'channels_last' in block_kwargs or 'drop_path' in block_kwargs:
-        raise ValueError('add_gmamba: pass channels_last and drop_path_rate as add_gmamba arguments, not block kwargs.')
+    check_real('add_gmamba', 'drop_path_rate', drop_path_rate, 0, 1, high_open=True)
+    if channels_last is not None:
+        check_bool('add_gmamba', 'channels_last', channels_last)
+    check_gmamba_block_kwargs('add_gmamba', block_kwargs, reserved=dict(
+        channels_last='pass it as add_gmamba(channels_last=...)', drop_path='pass add_gmamba(drop_path_rate=...)'))
     if any(isinstance(m, GMambaBlock) for m in model.modules()):
         raise ValueError('add_gmamba: the model already has GMamba blocks; build a fresh base model instead.')
     if channels_last is None:
@@ -203,7 +208,8 @@ def checkpoint_filter_fn(
     from the checkpoint's (other ``num_classes``), the classifier's, which timm's ``load_pretrained`` drops.
 
     Raises:
-        RuntimeError: Listing every other missing key and every unexpected key.
+        CheckpointMismatchError: A ``RuntimeError`` naming the file, the first other missing and unexpected keys, and
+            which model the file's keys look like.
     """
     if base_filter_fn is not None:
         state_dict = base_filter_fn(state_dict, model)
@@ -219,10 +225,11 @@ def checkpoint_filter_fn(
     missing = [k for k in own if k not in state_dict and not k.startswith(gmamba_prefixes) and k not in classifier_keys]
     unexpected = [k for k in state_dict if k not in own and k not in classifier_keys]
     if missing or unexpected:
-        raise RuntimeError(
-            f'Pretrained checkpoint does not match {cfg.get("architecture", type(model).__name__)}: the only keys it '
-            f'may lack are the GMamba blocks\'. Missing keys ({len(missing)}): {missing}. '
-            f'Unexpected keys ({len(unexpected)}): {unexpected}.')
+        source = cfg.get('file') or cfg.get('hf_hub_id') or cfg.get('url') or 'the state dict given'
+        raise CheckpointMismatchError(
+            f'Pretrained checkpoint {source} does not match {cfg.get("architecture", type(model).__name__)}: the only '
+            f'keys it may lack are the GMamba blocks\'. Missing keys ({len(missing)}): {list_keys(missing)}. '
+            f'Unexpected keys ({len(unexpected)}): {list_keys(unexpected)}. {describe_keys(key_shapes(state_dict))}')
     state_dict = dict(state_dict)
     for k, v in own.items():
         if k.startswith(gmamba_prefixes) and k not in state_dict:
@@ -250,22 +257,27 @@ def _build_gmamba_model(
 def _create_gmamba(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build a registered GMamba variant; ``gmamba_depths`` and ``gmamba_kwargs`` override its table record."""
     record = ZOO_VARIANTS[variant]
-    depths = tuple(kwargs.pop('gmamba_depths', record.depths))
-    block_kwargs = dict(record.block_kwargs, **(kwargs.pop('gmamba_kwargs', None) or {}))
+    depths = check_int_sequence(
+        variant, 'gmamba_depths', kwargs.pop('gmamba_depths', record.depths), length=len(record.depths), minimum=0)
+    user_block_kwargs = check_mapping(variant, 'gmamba_kwargs', kwargs.pop('gmamba_kwargs', None))
+    check_gmamba_block_kwargs(variant, user_block_kwargs, where='gmamba_kwargs', reserved=dict(
+        channels_last='the blocks take the layout of the stages', drop_path=f'pass {variant}(drop_path_rate=...)'))
+    check_real(variant, 'drop_path_rate', kwargs.get('drop_path_rate') or 0.0, 0, 1, high_open=True)
+    block_kwargs = dict(record.block_kwargs, **user_block_kwargs)
     if record.family == 'swin':
         # Swin stages are NHWC: take features through forward_intermediates, which returns NCHW
         feature_cfg = dict(feature_cls='getter', out_indices=(0, 1, 2, 3))
+        if kwargs.get('feature_cls') == 'fx':  # the FX extractor returns NCHW maps too
+            kwargs['feature_cls'] = NchwFeatureGraphNet
     elif record.family == 'convnext':
         feature_cfg = dict(flatten_sequential=True, out_indices=(0, 1, 2, 3))
     else:
         feature_cfg = dict()
     base_filter_fn = getattr(sys.modules[model_entrypoint(record.base).__module__], 'checkpoint_filter_fn', None)
-    model = build_model_with_cfg(
-        partial(_build_gmamba_model, record.base, depths, block_kwargs), variant, pretrained,
-        pretrained_filter_fn=partial(checkpoint_filter_fn, base_filter_fn=base_filter_fn),
-        feature_cfg=feature_cfg,
+    return build_zoo_model(
+        partial(_build_gmamba_model, record.base, depths, block_kwargs), variant, pretrained, (GMambaBlock,),
+        pretrained_filter_fn=partial(checkpoint_filter_fn, base_filter_fn=base_filter_fn), feature_cfg=feature_cfg,
         **kwargs)
-    return install_input_checks(model, variant, kwargs.get('in_chans', 3))
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:

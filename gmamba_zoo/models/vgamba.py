@@ -46,22 +46,27 @@ from typing import Any, Dict, List, Optional, Tuple, Type, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, create_classifier, to_2tuple
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs
+from timm.models import checkpoint_seq, generate_default_cfgs
 from timm.models.resnet import Bottleneck, downsample_conv
 
-from ..layers.gamba import GAMBA_NO_WEIGHT_DECAY, GambaBlock, resize_pos_embed_1d
-from ._registry import register_zoo_model
-from ._validation import install_input_checks
+from ..layers._checks import check_bool, check_callable, check_int, check_int_sequence, check_real, check_size
+from ..layers.gamba import (
+    GAMBA_NO_WEIGHT_DECAY, CeilAvgPool2d, GambaBlock, check_gamba_args, check_input_shape, resize_pos_embed_1d,
+)
+from ._checkpoint import CheckpointMismatchError, describe_keys, key_shapes, list_keys
+from ._registry import build_zoo_model, register_zoo_model
 from .features import feature_take_indices
 from .variants import ZOO_VARIANTS
 
 __all__ = ['VGamba', 'GambaBottleneck', 'checkpoint_filter_fn']
 
 _logger = logging.getLogger(__name__)
+torch.fx.wrap('check_input_shape')  # an FX leaf here too (timm's tracer finds it through register_notrace_function)
 
 
 def _ceil_half(n: int) -> int:
@@ -82,8 +87,12 @@ class GambaBottleneck(nn.Module):
         num_heads, num_registers, d_state, d_conv, expand: Of the Gamba block.
         act_layer, norm_layer: As in timm's ResNet.
         drop_path: Stochastic depth module, or None.
+
+    Attributes:
+        grad_checkpointing: Recompute the block's activations in backward (see :meth:`set_grad_checkpointing`).
     """
     expansion = 4
+    grad_checkpointing: bool = False
 
     def __init__(
             self,
@@ -101,9 +110,12 @@ class GambaBottleneck(nn.Module):
             norm_layer: Type[nn.Module] = nn.BatchNorm2d,
             drop_path: Optional[nn.Module] = None,
     ):
+        name = type(self).__name__
+        check_int(name, 'inplanes', inplanes, minimum=1)
+        check_int(name, 'planes', planes, minimum=1)
+        if stride not in (1, 2) or isinstance(stride, bool):
+            raise ValueError(f'{name}: stride must be 1 or 2, got {stride!r}.')
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f'GambaBottleneck: stride must be 1 or 2, got {stride}.')
         outplanes = planes * self.expansion
         self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
         self.bn1 = norm_layer(planes)
@@ -111,7 +123,7 @@ class GambaBottleneck(nn.Module):
         self.gamba = GambaBlock(
             planes, grid_size, num_heads=num_heads, num_registers=num_registers, d_state=d_state, d_conv=d_conv,
             expand=expand)
-        self.pool = nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False) if stride == 2 else nn.Identity()
+        self.pool = CeilAvgPool2d() if stride == 2 else nn.Identity()
         self.bn2 = norm_layer(planes)
         self.act2 = act_layer(inplace=True)
         self.conv3 = nn.Conv2d(planes, outplanes, kernel_size=1, bias=False)
@@ -125,8 +137,18 @@ class GambaBottleneck(nn.Module):
         """Zero the last BN's scale so the residual branch starts as zero (as timm's ResNet does)."""
         nn.init.zeros_(self.bn3.weight)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the block's activations in backward (for where no enclosing stage or wrapper checkpoints it)."""
+        self.grad_checkpointing = enable
+
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, Cin, H, W] -> [B, 4p, ceil(H / s), ceil(W / s)]."""
+        if self.grad_checkpointing and torch.is_grad_enabled() and not (
+                isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.jit.is_scripting()):
+            return torch.utils.checkpoint.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self.pool(self.gamba(x))))
@@ -176,11 +198,21 @@ class VGamba(nn.Module):
             norm_layer: Type[nn.Module] = nn.BatchNorm2d,
             zero_init_last: bool = True,
     ):
+        name = type(self).__name__
+        layers = check_int_sequence(name, 'layers', layers, length=4, minimum=1)
+        widths = check_int_sequence(name, 'widths', widths, length=4, minimum=1)
+        check_int(name, 'num_classes', num_classes, minimum=0)
+        check_int(name, 'in_chans', in_chans, minimum=1)
+        check_size(name, 'img_size', img_size)
+        check_gamba_args(name, None, num_heads, num_registers, d_state, d_conv, expand)
+        for i in (2, 3):  # the stages whose bottlenecks hold Gamba blocks
+            check_gamba_args(name, widths[i], num_heads, num_registers, d_state, d_conv, expand, dim_arg=f'widths[{i}]')
+        check_real(name, 'drop_rate', drop_rate, 0, 1, high_open=True)
+        check_real(name, 'drop_path_rate', drop_path_rate, 0, 1, high_open=True)
+        check_callable(name, 'act_layer', act_layer)
+        check_callable(name, 'norm_layer', norm_layer)
+        check_bool(name, 'zero_init_last', zero_init_last)
         super().__init__()
-        if len(layers) != 4 or len(widths) != 4:
-            raise ValueError(f'VGamba: expected 4 stages in layers and widths, got {tuple(layers)}, {tuple(widths)}.')
-        if any(n < 1 for n in layers):
-            raise ValueError(f'VGamba: every stage needs at least one block, got layers={tuple(layers)}.')
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -196,7 +228,8 @@ class VGamba(nn.Module):
         self.feature_info = [dict(num_chs=stem_chs, reduction=2, module='act1')]
 
         grid = tuple(_ceil_half(_ceil_half(s)) for s in self.img_size)  # map size entering stage 1
-        dpr = torch.linspace(0, drop_path_rate, sum(layers)).tolist()
+        total = sum(layers)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]  # plain floats: builds on the meta device
         inplanes, reduction, block_idx = stem_chs, 4, 0
         for stage_idx, (depth, planes) in enumerate(zip(layers, widths)):
             stride = 1 if stage_idx == 0 else 2
@@ -271,8 +304,7 @@ class VGamba(nn.Module):
 
     def _stem(self, x: Tensor) -> Tensor:
         """[B, in_chans, H, W] -> after act1: [B, C0, H/2, W/2] (rounded up)."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'VGamba: expected a [B, {self.in_chans}, H, W] image batch, got shape {tuple(x.shape)}.')
+        check_input_shape(x, 4, 1, self.in_chans, f'VGamba: expected a [B, {self.in_chans}, H, W] image batch')
         return self.act1(self.bn1(self.conv1(x)))
 
     def forward_intermediates(
@@ -396,10 +428,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor], model: VGamba) -> Dict[s
         k not in state_dict or (state_dict[k].shape != t.shape and k != 'conv1.weight'))]
     extra = [k for k in state_dict if k.startswith(plain) and k not in target]
     if bad or extra:
-        raise RuntimeError(
-            f'vGamba: the checkpoint is neither a vGamba checkpoint nor a timm ResNet-50/101 whose stem and stages 1-2 '
-            f'match this model. Missing or mis-shaped keys ({len(bad)}): {bad[:20]}{" ..." if len(bad) > 20 else ""}; '
-            f'unexpected keys ({len(extra)}): {extra[:20]}{" ..." if len(extra) > 20 else ""}.')
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        source = cfg.get('file') or cfg.get('hf_hub_id') or cfg.get('url') or 'the state dict given'
+        raise CheckpointMismatchError(
+            f'vGamba: the checkpoint {source} is neither a vGamba checkpoint nor a timm ResNet-50/101 whose stem and '
+            f'stages 1-2 match this model. Missing or mis-shaped keys ({len(bad)}): {list_keys(bad)}; unexpected '
+            f'keys ({len(extra)}): {list_keys(extra)}. {describe_keys(key_shapes(state_dict))}')
     out, loaded, fresh = {}, [], []
     for k, t in target.items():
         v = state_dict.get(k)
@@ -430,13 +464,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor], model: VGamba) -> Dict[s
 def _create_vgamba(variant: str, pretrained: bool = False, **kwargs: Any) -> VGamba:
     """Build a registered vGamba variant; its stage layout (``layers``) comes from its table record."""
     kwargs.setdefault('layers', ZOO_VARIANTS[variant].depths)
-    model = build_model_with_cfg(
-        VGamba, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)),
-        **kwargs,
-    )
-    return install_input_checks(model, variant, kwargs.get('in_chans', 3))
+    return build_zoo_model(VGamba, variant, pretrained, (GambaBottleneck,), pretrained_filter_fn=checkpoint_filter_fn,
+                           feature_cfg=dict(out_indices=(0, 1, 2, 3, 4)), **kwargs)
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:

@@ -25,6 +25,9 @@ Four backends sit behind one ``torch.library`` custom op (``gmamba_zoo::selectiv
   for users without a mamba-ssm build; on CPU tensors only under Triton's interpreter (``TRITON_INTERPRET=1``).
 * ``"cuda"``: the ``selective_scan_cuda`` kernel of the ``mamba-ssm`` package, for CUDA tensors.
 
+While ``torch.onnx.export`` traces, :func:`selective_scan_fn` bypasses the op and runs the loop-free decomposition of
+:mod:`gmamba_zoo.ops.parallel_scan` (standard ONNX operators, any batch and length; see docs/export.md).
+
 Arithmetic is float32 whatever the input dtypes in every backend. Selection, strongest first: the ``backend=``
 argument, the :func:`scan_backend` context manager (or :func:`set_scan_backend`), the ``GMAMBA_ZOO_SCAN_BACKEND``
 environment variable, then ``"auto"``: cuda > triton > torch for CUDA tensors, numba > torch on CPU.
@@ -43,6 +46,8 @@ from typing import Iterator, List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .parallel_scan import selective_scan_parallel
 
 __all__ = [
     'selective_scan_fn', 'selective_scan_ref', 'autocast_off', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
@@ -608,13 +613,20 @@ def selective_scan_fn(
     Returns:
         ``out`` [B, D, L] in the dtype of ``u``, and the last state when ``return_last_state``.
     """
+    if torch.onnx.is_in_onnx_export():
+        return _scan_for_onnx(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if torch.jit.is_tracing():  # fvcore's tracer: shapes are already known good, and checks would warn
         B, C = (t.squeeze(1) if t.dim() == 4 else t for t in (B, C))
     else:
         B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_scan_backend(u.device, backend)
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(u.shape[0] * A.shape[1] * u.shape[1]) if name == 'torch' else KERNEL_CHUNK_SIZE
+    if chunk_size is None and name == 'torch':
+        step = u.shape[0] * A.shape[1] * u.shape[1]
+        # torch.export with a symbolic batch: size the chunks for one sample rather than specialise on the batch (the
+        # chunk trades memory for speed only)
+        chunk_size = auto_chunk_size(step if isinstance(step, int) else A.shape[1] * u.shape[1])
+    elif chunk_size is None:
+        chunk_size = KERNEL_CHUNK_SIZE
     if chunk_size < 1:
         raise ValueError(f'selective_scan_fn: chunk_size must be a positive integer, got {chunk_size}.')
     out, ckpt, _ = _selective_scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
@@ -626,6 +638,21 @@ def selective_scan_fn(
     else:
         last = ckpt[-1].transpose(1, 2) if name == 'torch' else ckpt[-1]
     return out, last
+
+
+def _scan_for_onnx(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, return_last_state: bool) -> Tensor:
+    """The scan while ``torch.onnx.export`` traces: the loop-free decomposition of :mod:`.parallel_scan`, which the
+    dynamo exporter writes with standard ONNX operators for any batch and length (the custom op has no ONNX form)."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(
+            'gmamba_zoo: the selective scan cannot be exported by the TorchScript-based ONNX exporter '
+            '(torch.onnx.export(..., dynamo=False)): it would fix the sequence length. Use '
+            'gmamba_zoo.export.export_onnx(model, path) (or `gmamba-zoo export`), or '
+            'torch.onnx.export(..., dynamo=True).')
+    if return_last_state:
+        raise NotImplementedError('selective_scan_fn: return_last_state=True is not supported during ONNX export.')
+    B, C = (t.squeeze(1) if t.dim() == 4 else t for t in (B, C))
+    return selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
 
 
 def selective_scan_ref(
