@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 

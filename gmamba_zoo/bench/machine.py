@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -55,3 +57,12 @@ def command_line(script: str, subcommand: str, args: argparse.Namespace) -> str:
         argv = sys.argv[1:]
         argv = argv[1:] if argv[:1] == [subcommand] else argv
     return ' '.join(['python', script] + [shlex.quote(str(a)) for a in argv])
+
+
+def write_report(out: Optional[Path], report: str, data: Dict[str, Any]) -> None:
+    """Print a Markdown report and, with ``out``, write it there and ``data`` as JSON beside it (``.json``)."""
+    print(report)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+        out.with_suffix('.json').write_text(json.dumps(data, indent=2))

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..ops import SCAN_BACKENDS
-from .machine import command_line, load_average, machine as scan_machine, proc_status
+from .machine import command_line, load_average, machine as scan_machine, proc_status, write_report
 
 __all__ = [
     'AttentionBlock', 'measure', 'measure_paired', 'measure_peak', 'add_arguments', 'run', 'LATENCY_TARGET',
@@ -553,12 +553,7 @@ def run(args: argparse.Namespace) -> int:
            'models': model_rows, 'scaling': scaling_rows, 'attn_impls': list(args.attn_impl),
            'crossover': crossovers(scaling_rows, args.attn_impl), 'checks': checks, 'flops_source': flops_source,
            'load_before': load_before, 'load_after': load_average()}
-    report = markdown(rep, command_line('scripts/benchmark.py', 'benchmark', args))
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        args.out.with_suffix('.json').write_text(json.dumps(rep, indent=2))
+    write_report(args.out, markdown(rep, command_line('scripts/benchmark.py', 'benchmark', args)), rep)
     return 0 if ok else 1
 
 

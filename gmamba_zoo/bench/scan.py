@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .machine import command_line, load_average, machine, proc_status
+from .machine import command_line, load_average, machine, proc_status, write_report
 
 __all__ = [
     'SHAPES', 'MEMORY_SHAPE', 'CUDA_SHAPES', 'SPEED_TARGETS', 'TRITON_GOAL', 'add_arguments', 'markdown', 'run',
@@ -482,12 +482,7 @@ def run(args: argparse.Namespace) -> int:
         rep['rows'], rep['unavailable'] = _cuda_rows(args, shapes, log)
         rep['checks'], ok = _targets_cuda(rep['rows'], rep['unavailable'])
     rep['load_after'] = load_average()
-    report = markdown(rep, command_line('scripts/bench_scan.py', 'bench-scan', args))
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        args.out.with_suffix('.json').write_text(json.dumps(rep, indent=2))
+    write_report(args.out, markdown(rep, command_line('scripts/bench_scan.py', 'bench-scan', args)), rep)
     return 0 if ok else 1
 
 

@@ -177,7 +177,7 @@ class FrequencyEncoding(nn.Module):
             hidden = self.fused(x, low, self.fold)
         elif torch.compiler.is_exporting():
             # One graph for every map size: the folded form, valid at every size (a torch.cond on the size would keep
-            # eager's choice, but triples the export time); it costs 4m^3 multiply-adds more than eager on H*W <= 2m.
+            # eager's choice, but doubles the export time); it costs 4m^3 multiply-adds more than eager on H*W <= 2m.
             hidden = self.fused(x, low, True)
         else:
             hidden = fem_fused(self, x, low)

@@ -1,22 +1,25 @@
 """The selective scan as a fixed graph of tensor operations, for exporters: no loop over time, any sequence length.
 
 The backends of :mod:`gmamba_zoo.ops.selective_scan` step through the sequence in a loop (Python, numba, Triton or
-CUDA), which an exporter cannot write down for a sequence length known only at run time. :func:`selective_scan_parallel`
+CUDA), which an exporter cannot write down for a length known only at run time. :func:`selective_scan_parallel`
 computes the same recurrence ``h_t = a_t h_{t-1} + b_t`` (``a_t = exp(dt_t A)``, ``b_t = dt_t B_t u_t``) as a fixed
-graph of slices, products, sums and transposes, so that the ONNX exporter traces it with a symbolic batch and length
-(:func:`linear_recurrence`):
+graph of slices, products and sums, which the ONNX exporter traces with a symbolic batch and length:
 
-* the sequence is cut into blocks of :data:`BLOCK` steps, and within all blocks at once the BLOCK steps of the
-  recurrence are written out, with the product of the decays since each block's start;
-* the blocks' last states form a recurrence BLOCK times shorter, solved by a blocked Hillis-Steele scan in
-  log2(BLOCK) rounds per level (:data:`LEVELS` levels in all: few graph nodes, on data BLOCK times smaller), whose
-  states enter the blocks: ``h = h_block + decay_product * h_in``.
+* the sequence is cut into blocks of :data:`BLOCK` steps; within all blocks at once the BLOCK steps of the
+  recurrence are written out, each step's decays and inputs [B, D, N, blocks] made from that step's slice of the
+  [B, D, L] and [B, N, L] inputs (so no [B, D, N, L] tensor is padded, transposed or split), keeping the product of the
+  decays since each block's start;
+* the blocks' last states form a recurrence BLOCK times shorter, solved by a blocked Hillis-Steele scan
+  (:func:`_block_scan`: log2(BLOCK) rounds per level, :data:`LEVELS` levels in all, few graph nodes on data BLOCK times
+  smaller), whose states enter the blocks: ``h = h_block + decay_product * h_in``; the output is contracted with C
+  step by step.
 
-The first level reads and writes the states a few times; a parallel prefix scan over them would take log2(BLOCK)
-rounds of several passes each (three to four times slower in onnxruntime). Decays are only multiplied (no division, no
-log-space sums), so it is as stable as the step-by-step recurrence; results differ from the other backends by float32
-rounding only. The states [B, D, N, L] are materialised, which the stepping backends avoid: it is an export path, not
-a training backend (no custom backward; autograd differentiates it like any graph).
+A Hillis-Steele scan over the whole sequence (log2(BLOCK) rounds of several passes over the states) ran three to
+five times slower in onnxruntime; an ONNX ``Loop`` over time would take one iteration per position. Decays are only
+multiplied (no division, no log-space sums), so it is as stable as the step-by-step recurrence; results differ from
+the other backends by float32 rounding only. The states are materialised block step by block step, which the stepping
+backends avoid: it is an export path, not a training backend (no custom backward; autograd differentiates it like any
+graph). :func:`linear_recurrence` is the same recurrence for given decays and inputs.
 
 The levels bound the length: :data:`MAX_LENGTH` = BLOCK ** LEVELS = 2 ** 20 steps (a 1024 x 1024 map, a 4096 x 4096
 image at stride 4).
@@ -108,28 +111,12 @@ def _block_scan(a: Tensor, b: Tensor, levels: int) -> Tensor:
 
 
 def selective_scan_parallel(
-        u: Tensor,
-        delta: Tensor,
-        A: Tensor,
-        B: Tensor,
-        C: Tensor,
-        D: Optional[Tensor] = None,
-        z: Optional[Tensor] = None,
-        delta_bias: Optional[Tensor] = None,
-        delta_softplus: bool = False,
+        u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
 ) -> Tensor:
     """The selective scan of :func:`~gmamba_zoo.ops.selective_scan_fn` as one traceable graph (see the module docs).
 
-    Args:
-        u: Input, [B, D, L].
-        delta: Step sizes, [B, D, L].
-        A: State matrix diagonal, [D, N].
-        B: Input projection, [B, N, L].
-        C: Output projection, [B, N, L].
-        D: Skip weight, [D].
-        z: Gate, [B, D, L]; the output is multiplied by ``silu(z)``.
-        delta_bias: Added to ``delta`` before the softplus, [D].
-        delta_softplus: Apply softplus to ``delta + delta_bias``.
+    Takes that function's arguments (without ``return_last_state``), shaped alike.
 
     Returns:
         out [B, D, L] in the dtype of ``u`` (computed in float32).
@@ -146,19 +133,19 @@ def selective_scan_parallel(
     length = u.shape[-1]
     blocks = (length + BLOCK - 1) // BLOCK
     pad = blocks * BLOCK - length
-    dt_steps = _steps(dt, pad, blocks)  # [B, D, n] each
-    du_steps = _steps(dt * uf, pad, blocks)
-    b_steps, c_steps = _steps(B.float(), pad, blocks), _steps(C.float(), pad, blocks)  # [B, N, n] each
-    a_log = A.float()[None, :, :, None]  # [1, D, N, 1]
+    dt_steps = _steps(dt.unsqueeze(2), pad, blocks)  # [B, D, 1, n] each
+    du_steps = _steps((dt * uf).unsqueeze(2), pad, blocks)
+    b_steps, c_steps = _steps(B.float().unsqueeze(1), pad, blocks), _steps(C.float().unsqueeze(1), pad, blocks)
+    a_log = A.float()[None, :, :, None]  # [1, D, N, 1]; b_steps, c_steps: [B, 1, N, n]
     states, decays = [], []
     for t in range(BLOCK):
-        decay = (dt_steps[t].unsqueeze(2) * a_log).clamp_min(_LOG_DECAY_FLOOR).exp()  # [B, D, N, n]
-        inputs = du_steps[t].unsqueeze(2) * b_steps[t].unsqueeze(1)
+        decay = (dt_steps[t] * a_log).clamp_min(_LOG_DECAY_FLOOR).exp()  # [B, D, N, n]
+        inputs = du_steps[t] * b_steps[t]
         states.append(inputs + decay * states[-1] if t else inputs)
         decays.append(decay * decays[-1] if t else decay)
     ends = _block_scan(decays[-1], states[-1], LEVELS - 1)  # the state leaving each block [B, D, N, n]
     entering = F.pad(ends, (1, 0))[..., :blocks]  # the state entering each block: the previous block's last
-    ys = [((h + p * entering) * c.unsqueeze(1)).sum(2) for h, p, c in zip(states, decays, c_steps)]  # [B, D, n]
+    ys = [((h + p * entering) * c).sum(2) for h, p, c in zip(states, decays, c_steps)]  # [B, D, n] each
     y = torch.stack(ys, dim=-1).flatten(-2)[..., :length]  # [B, D, L]
     if D is not None:
         y = y + D.float()[:, None] * uf

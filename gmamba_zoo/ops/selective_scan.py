@@ -656,15 +656,8 @@ def _scan_for_onnx(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, re
 
 
 def selective_scan_ref(
-        u: Tensor,
-        delta: Tensor,
-        A: Tensor,
-        B: Tensor,
-        C: Tensor,
-        D: Optional[Tensor] = None,
-        z: Optional[Tensor] = None,
-        delta_bias: Optional[Tensor] = None,
-        delta_softplus: bool = False,
+        u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
         return_last_state: bool = False,
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Reference selective scan: a plain sequential loop over L in float32, differentiable by autograd.

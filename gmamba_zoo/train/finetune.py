@@ -34,7 +34,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
