@@ -191,6 +191,35 @@ def test_empty_map_through_each_block():
         assert block(x).shape == x.shape
 
 
+@pytest.mark.parametrize('shape', [(0, 4, 8, 8), (2, 0, 8, 8), (2, 3, 0, 5)], ids=['batch', 'channels', 'rows'])
+def test_frequency_split_of_an_empty_map_is_empty(shape):
+    from gmamba_zoo.layers.gssm import frequency_split, low_band
+    x = torch.randn(shape, requires_grad=True)
+    low, high = frequency_split(x)
+    assert low.shape == high.shape == shape and low.dtype == torch.float32
+    low_band(x).sum().backward()
+    assert x.grad.shape == shape
+    with pytest.raises(ValueError, match='cutoff'):  # the argument is still checked
+        low_band(x, 0.7)
+
+
+@pytest.mark.parametrize('backend', ['torch', 'numba'])
+@pytest.mark.parametrize('bdl', [(0, 4, 5), (2, 0, 5)], ids=['batch', 'channels'])
+def test_scan_of_an_empty_batch_is_empty(backend, bdl):
+    from gmamba_zoo.ops import scan_backend, selective_scan_fn
+    if backend == 'numba':
+        pytest.importorskip('numba')
+    b, d, length = bdl
+    n = 3
+    u = torch.randn(b, d, length, requires_grad=True)
+    a = (-torch.rand(d, n)).requires_grad_()
+    args = (torch.randn(b, d, length), a, torch.randn(b, n, length), torch.randn(b, n, length), torch.randn(d))
+    with scan_backend(backend):
+        y = selective_scan_fn(u, *args, z=torch.randn(b, d, length), delta_bias=torch.randn(d), delta_softplus=True)
+        y.sum().backward()
+    assert y.shape == (b, d, length)
+    assert u.grad.shape == u.shape and a.grad.shape == a.shape and torch.count_nonzero(a.grad) == 0
+
 # ------------------------------------------------------------------------------------------------- input dtypes
 
 @pytest.fixture(scope='module')

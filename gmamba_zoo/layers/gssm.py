@@ -108,6 +108,8 @@ def low_band(x: Tensor, cutoff: float = 0.25) -> Tensor:
         raise ValueError(f'low_band / frequency_split: cutoff must be in (0, 0.5] cycles per sample, got {cutoff}.')
     h, w = x.shape[-2:]
     with autocast_off(x.device.type):
+        if not isinstance(x, torch.fx.Proxy) and x.numel() == 0 and not torch.compiler.is_compiling():
+            return x.float() * 0  # MKL's FFT refuses empty batches; the low band of nothing is empty (autograd kept)
         if torch.onnx.is_in_onnx_export():
             # P_H x P_W as two products over the last dim of contiguous maps (P is symmetric): plain 2-D products
             # for the tracer, no batch dims to broadcast or fold that it would have to check for size 1

@@ -287,6 +287,11 @@ def auto_chunk_size(step_elements: int) -> int:
     return int(min(max(2 ** (target.bit_length() - 1), 64), 1024))
 
 
+def _abs_max(x: Tensor) -> float:
+    """max |x|, 0 for an empty tensor (an empty batch or no channels)."""
+    return float(x.abs().max()) if x.numel() else 0.0
+
+
 def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor, a_max: float,
                 loops=None) -> None:
     """Decays a_t = exp(dt_t A) into buffer 0 and states h_t into buffer 1 for one chunk.
@@ -307,7 +312,7 @@ def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h
     else:
         torch.mul(dt.unsqueeze(2), At, out=dec)
         torch.mul((dt * u).unsqueeze(2), Bc.unsqueeze(3), out=hs)
-    if float(dt.abs().max()) * a_max > -_LOG_DECAY_FLOOR:  # only then can a log-decay fall below the floor
+    if _abs_max(dt) * a_max > -_LOG_DECAY_FLOOR:  # only then can a log-decay fall below the floor
         dec.clamp_min_(_LOG_DECAY_FLOOR)
     dec.exp_()
     if loops is not None:
@@ -336,7 +341,7 @@ def _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: 
     bsz, d, L = u.shape
     N = A.shape[1]
     At = A.float().t().contiguous()
-    a_max = float(At.abs().max())
+    a_max = _abs_max(At)
     n_chunks = -(-L // chunk)
     ws = _Workspace(2, min(chunk, L), bsz, N, d, u.device)
     loops = _loops_for(u.device, bsz * N * d)
@@ -363,7 +368,7 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
     bsz, d, L = u.shape
     N = A.shape[1]
     At = A.float().t().contiguous()
-    a_max = float(At.abs().max())
+    a_max = _abs_max(At)
     n_chunks = ckpt.shape[0] - 1
     ws = _Workspace(4, min(chunk, L), bsz, N, d, u.device)  # decay, state, adjoint, scratch
     loops = _loops_for(u.device, bsz * N * d)
