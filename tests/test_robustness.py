@@ -203,3 +203,84 @@ def test_torch_compile_matches_eager():
     (gx_comp,) = torch.autograd.grad(y_comp.square().sum(), x)
     torch.testing.assert_close(y_comp, y_eager, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gx_comp, gx_eager, rtol=1e-4, atol=1e-6)
+
+
+def _counting_compile(model: torch.nn.Module, graphs: list, **kwargs) -> torch.nn.Module:
+    """torch.compile with a backend that records each graph it is handed and runs it as traced (no code generated)."""
+    def counting(gm: torch.fx.GraphModule, example_inputs) -> object:
+        graphs.append(gm)
+        return gm.forward
+    return torch.compile(model, backend=counting, fullgraph=True, **kwargs)
+
+
+@pytest.mark.parametrize('name', ['resnet18_gmamba', 'vgamba_b'])
+def test_torch_compile_dynamic_compiles_once(name):
+    """dynamic=True: one graph serves other batch sizes, heights and widths, also across the size at which a GSSM
+    block's frequency encoding changes between its folded and layer-by-layer form (a branch of the graph, not a guard).
+    The sizes avoid what PyTorch specialises in any model: batch 1 (its 0/1 specialisation) and a first input with
+    H == W (duck sizing)."""
+    from gmamba_zoo.layers import FrequencyEncoding
+    from gmamba_zoo.layers.gssm import fold_pays_off
+    torch.manual_seed(0)
+    kwargs = dict(TINY[name], num_classes=10)
+    if name == 'resnet18_gmamba':
+        kwargs['gmamba_depths'] = (1, 1, 0, 0)
+    model = timm.create_model(name, **kwargs).eval()
+    folds = set()
+    for m in model.modules():
+        if isinstance(m, FrequencyEncoding):
+            m.register_forward_pre_hook(lambda mod, args: None if torch.compiler.is_compiling()
+                                        else folds.add((id(mod), bool(fold_pays_off(args[0])))))
+    graphs = []
+    compiled = _counting_compile(model, graphs, dynamic=True)
+    with torch.no_grad():
+        for shape in [(2, 3, 64, 96), (3, 3, 96, 64), (5, 3, 160, 128)]:
+            x = torch.randn(*shape)
+            y = compiled(x)
+            torch.testing.assert_close(y, model(x), rtol=1e-4, atol=1e-5)
+            assert len(graphs) == 1, f'recompiled at {shape}'
+    if name == 'resnet18_gmamba':  # the sizes straddle the fold threshold of some block
+        assert any((i, True) in folds and (i, False) in folds for i, _ in folds), folds
+
+
+
+def test_torch_compile_dynamic_recompiles_as_the_plain_backbone():
+    """Sizes at which PyTorch specialises any model (a first batch of 1, a first square input): resnet18_gmamba
+    compiles exactly as many graphs as timm's resnet18, i.e. its own code adds no guard."""
+    counts = {}
+    gmamba = dict(TINY['resnet18_gmamba'], gmamba_depths=(1, 1, 0, 0))
+    for name, kwargs in [('resnet18', {}), ('resnet18_gmamba', gmamba)]:
+        torch.manual_seed(0)
+        model = timm.create_model(name, **dict(kwargs, num_classes=10)).eval()
+        graphs = []
+        compiled = _counting_compile(model, graphs, dynamic=True)
+        counts[name] = []
+        with torch.no_grad():
+            for shape in [(1, 3, 64, 64), (2, 3, 96, 80), (3, 3, 96, 96), (4, 3, 160, 128)]:
+                x = torch.randn(*shape)
+                torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+                counts[name].append(len(graphs))
+    assert counts['resnet18_gmamba'] == counts['resnet18'], counts
+    assert counts['resnet18'][-1] > 1  # the sequence does make PyTorch recompile
+
+_FRESH_COMPILE = """
+import timm, torch, gmamba_zoo
+model = timm.create_model('resnet18_gmamba', gmamba_depths=(1, 0, 0, 0), num_classes=10,
+                          gmamba_kwargs=dict(layer_scale_init_value=0.1)).eval()
+x = torch.randn(2, 3, 64, 96)
+with torch.no_grad():
+    y = torch.compile(model, backend='eager', fullgraph=True)(x)  # the first scan of the process, while compiling
+    torch.testing.assert_close(y, model(x), rtol=1e-4, atol=1e-5)
+    ep = torch.export.export(timm.create_model('vgamba_b', widths=(8, 16, 32, 64), layers=(1, 1, 1, 1), d_state=8,
+                                               num_classes=10).eval(), (x,))
+print('ok')
+"""
+
+
+def test_torch_compile_and_export_in_a_fresh_process():
+    """The first scan of a process made inside torch.compile(fullgraph=True) or torch.export: the backend's first
+    probe (a lazy import under a lock) is taken out of the traced code instead of breaking the graph."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, '-c', _FRESH_COMPILE], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and res.stdout.strip().endswith('ok'), res.stderr[-3000:]

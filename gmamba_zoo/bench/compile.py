@@ -1,17 +1,24 @@
-"""torch.compile against eager for a zoo model: compile time, steady-state speed and the largest output difference.
+"""torch.compile against eager for a zoo model: compile time per input size, recompiles, steady-state speed and the
+largest output difference.
 
-``python scripts/bench_compile.py --model resnet18_gmamba --size 224 --backend inductor`` (on a GPU add
-``--device cuda``). Inductor compiles C++/Triton code, minutes on a small CPU, so the test suite checks correctness
-with the ``aot_eager`` backend (tests/test_robustness.py) and this script measures inductor.
+``python scripts/bench_compile.py --model resnet18_gmamba --sizes 224 256 --backend inductor [--dynamic]`` (on a
+GPU add ``--device cuda``). Every size is a new input to the same compiled model, so the first call of the second
+size shows whether it recompiles (``graphs`` grows) or reuses the graph (``--dynamic``: ``torch.compile(...,
+dynamic=True)``). Inductor compiles C++/Triton code, minutes on a small CPU, so the test suite checks correctness and
+recompiles with backends that generate no code (tests/test_robustness.py) and this script measures inductor. Run it
+twice to see the compile cache at work: inductor keeps compiled graphs on disk (``TORCHINDUCTOR_CACHE_DIR``, by
+default under the temp directory) and a second process finds them.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+
+from .machine import load_average, machine
 
 __all__ = ['bench_compile', 'add_arguments', 'run']
 
@@ -29,46 +36,63 @@ def _time(fn, x: torch.Tensor, repeats: int, device: torch.device) -> float:
     return min(times) * 1e3
 
 
-def bench_compile(model_name: str, size: int = 224, batch: int = 1, backend: str = 'inductor', device: str = 'cpu',
-                  repeats: int = 5, mode: Optional[str] = None) -> Dict[str, float]:
-    """Eager vs ``torch.compile(backend=...)`` inference of one model (GMamba blocks active: layer scale 0.1).
+def _graphs_compiled() -> int:
+    """Graphs dynamo has handed to a backend in this process (its own counter; 0 where torch lacks it)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters['stats']['unique_graphs'])
+
+
+def bench_compile(model_name: str, sizes: Sequence[int] = (224,), batch: int = 1, backend: str = 'inductor',
+                  device: str = 'cpu', repeats: int = 5, mode: Optional[str] = None,
+                  dynamic: Optional[bool] = None) -> List[Dict[str, Any]]:
+    """Eager vs ``torch.compile(model, backend=..., mode=..., dynamic=...)`` inference of one model (GMamba blocks
+    active: layer scale 0.1), at each of ``sizes`` in turn with the same compiled model.
 
     Returns:
-        ``compile_s`` (first call), ``eager_ms`` and ``compiled_ms`` (minimum over ``repeats``), ``max_abs_diff`` and
-        ``rel_diff`` (L2) of the outputs.
+        One dict per size: ``first_call_s`` (the compiled model's first call at that size: compile or recompile
+        included when one happens), ``graphs`` (graphs compiled so far in this process), ``eager_ms`` and
+        ``compiled_ms`` (minimum over ``repeats``), ``max_abs_diff`` and ``rel_diff`` (L2) of the outputs.
     """
     import timm
     dev = torch.device(device)
     kwargs = dict(gmamba_kwargs=dict(layer_scale_init_value=0.1)) if model_name.endswith('_gmamba') else {}
     model = timm.create_model(model_name, **kwargs).eval().to(dev)
-    x = torch.randn(batch, 3, size, size, device=dev)
-    compiled = torch.compile(model, backend=backend, mode=mode)
-    with torch.no_grad():
-        y_eager = model(x)
-        t = time.perf_counter()
-        y_comp = compiled(x)
-        compile_s = time.perf_counter() - t
-        eager_ms = _time(model, x, repeats, dev)
-        compiled_ms = _time(compiled, x, repeats, dev)
-    diff = (y_comp.float() - y_eager.float())
-    return dict(compile_s=compile_s, eager_ms=eager_ms, compiled_ms=compiled_ms,
-                max_abs_diff=float(diff.abs().max()), rel_diff=float(diff.norm() / y_eager.float().norm()))
+    compiled = torch.compile(model, backend=backend, mode=mode, dynamic=dynamic)
+    graphs0, rows = _graphs_compiled(), []
+    for size in sizes:
+        x = torch.randn(batch, 3, size, size, device=dev)
+        with torch.no_grad():
+            y_eager = model(x)
+            t = time.perf_counter()
+            y_comp = compiled(x)
+            first_call_s = time.perf_counter() - t
+            eager_ms = _time(model, x, repeats, dev)
+            compiled_ms = _time(compiled, x, repeats, dev)
+        diff = (y_comp.float() - y_eager.float())
+        rows.append(dict(size=size, first_call_s=first_call_s, graphs=_graphs_compiled() - graphs0,
+                         eager_ms=eager_ms, compiled_ms=compiled_ms, max_abs_diff=float(diff.abs().max()),
+                         rel_diff=float(diff.norm() / y_eager.float().norm())))
+    return rows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``gmamba-zoo bench-compile``."""
     p.add_argument('--model', default='resnet18_gmamba')
-    p.add_argument('--size', type=int, default=224)
+    p.add_argument('--sizes', type=int, nargs='+', default=[224], help='input sizes, in turn (square images)')
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--backend', default='inductor')
     p.add_argument('--mode', default=None, help='torch.compile mode, e.g. max-autotune')
+    p.add_argument('--dynamic', action='store_true', help='torch.compile(..., dynamic=True)')
     p.add_argument('--device', default='cpu')
     p.add_argument('--repeats', type=int, default=5)
 
 
 def run(a: argparse.Namespace) -> int:
     """``gmamba-zoo bench-compile``: print the comparison as JSON."""
-    res = bench_compile(a.model, a.size, a.batch, a.backend, a.device, a.repeats, a.mode)
-    print(json.dumps(dict(model=a.model, size=a.size, batch=a.batch, backend=a.backend, device=a.device,
-                          torch=torch.__version__, **res), indent=2))
+    rows = bench_compile(a.model, a.sizes, a.batch, a.backend, a.device, a.repeats, a.mode, a.dynamic or None)
+    print(json.dumps(dict(model=a.model, batch=a.batch, backend=a.backend, mode=a.mode, dynamic=a.dynamic,
+                          device=a.device, machine=machine(), load_average=load_average(), runs=rows), indent=2))
     return 0

@@ -23,6 +23,9 @@ public, or changes it, this is the only file to edit.
   symbolic size does not specialise on the size being 0 or 1 where either would do. :func:`size_oblivious_tracing`
   sets it around timm's Swin window arithmetic during ``torch.export`` (torch's ONNX exporter sets it for a whole
   export); torch has no public switch.
+* ``torch._dynamo.config.assume_static_by_default`` (torch 2.14): False while ``torch.compile(..., dynamic=True)``
+  traces. :func:`compiling_dynamic_shapes` reads it so that a size-dependent choice is left out of such a graph
+  (a guard on it would recompile); torch has no public query.
 """
 from __future__ import annotations
 
@@ -33,12 +36,13 @@ import warnings
 from types import ModuleType
 from typing import Any
 
+import torch
 import torch.nn as nn
 from timm.models._features import FeatureGetterNet, feature_take_indices
 
 __all__ = [
     'FeatureGetterNet', 'feature_take_indices', 'fvcore_nn', 'flop_analysis', 'route_checkpoint_path_errors',
-    'forward_hooks_registered', 'size_oblivious_tracing',
+    'forward_hooks_registered', 'size_oblivious_tracing', 'compiling_dynamic_shapes',
 ]
 
 
@@ -107,3 +111,11 @@ def size_oblivious_tracing() -> contextlib.AbstractContextManager:
     if not hasattr(config, 'backed_size_oblivious'):
         return contextlib.nullcontext()
     return config.patch(backed_size_oblivious=True)
+
+
+@torch.compiler.assume_constant_result
+def compiling_dynamic_shapes() -> bool:
+    """Whether the code calling this is being traced by ``torch.compile(..., dynamic=True)``; call it only while
+    ``torch.compiler.is_compiling()``. Its answer is a constant of the graph (read once, at trace time)."""
+    config = importlib.import_module('torch._dynamo.config')
+    return not getattr(config, 'assume_static_by_default', True)

@@ -195,6 +195,15 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
     return 'torch'
 
 
+@torch.compiler.assume_constant_result
+def _resolve_while_compiling(device_type: str, backend: Optional[str]) -> str:
+    """:func:`resolve_scan_backend` run once while torch.compile or torch.export traces, its answer a constant of the
+    graph: the first probe of an optional kernel imports it under a lock, which the tracer cannot enter (a graph
+    break, an error with ``fullgraph=True`` or in torch.export). A compiled graph keeps the backend it was traced with.
+    """
+    return resolve_scan_backend(device_type, backend)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Pure-PyTorch chunked scan
 # ----------------------------------------------------------------------------------------------------------------
@@ -624,7 +633,8 @@ def selective_scan_fn(
         B, C = (t.squeeze(1) if t.dim() == 4 else t for t in (B, C))
     else:
         B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
-    name = resolve_scan_backend(u.device, backend)
+    name = (_resolve_while_compiling(u.device.type, backend) if torch.compiler.is_compiling()
+            else resolve_scan_backend(u.device, backend))
     if chunk_size is None and name == 'torch':
         step = u.shape[0] * A.shape[1] * u.shape[1]
         # torch.export with a symbolic batch: size the chunks for one sample rather than specialise on the batch (the
