@@ -60,6 +60,7 @@ def bench_compile(model_name: str, sizes: Sequence[int] = (224,), batch: int = 1
     dev = torch.device(device)
     kwargs = dict(gmamba_kwargs=dict(layer_scale_init_value=0.1)) if model_name.endswith('_gmamba') else {}
     model = timm.create_model(model_name, **kwargs).eval().to(dev)
+    torch.compiler.reset()  # nothing compiled earlier in this process is reused: every compile is timed
     compiled = torch.compile(model, backend=backend, mode=mode, dynamic=dynamic)
     graphs0, rows = _graphs_compiled(), []
     for size in sizes:
