@@ -244,6 +244,21 @@ def test_torch_compile_dynamic_compiles_once(name):
 
 
 
+@pytest.mark.parametrize('name, kwargs', [
+    ('convnext_t_gmamba', dict(gmamba_depths=(1, 0, 0, 1), depths=(1, 1, 1, 1))),
+    ('swin_t_gmamba', dict(gmamba_depths=(1, 0, 0, 0), depths=(2, 1, 1, 1))),
+], ids=['convnext', 'swin'])
+def test_torch_compile_fullgraph_convnext_and_swin(name, kwargs):
+    """The other two families in one graph with dynamic shapes (timm's blocks around ours included)."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10, gmamba_kwargs=dict(layer_scale_init_value=0.1), **kwargs).eval()
+    graphs = []
+    compiled = _counting_compile(model, graphs, dynamic=True)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    assert len(graphs) == 1
+
 def test_torch_compile_dynamic_recompiles_as_the_plain_backbone():
     """Sizes at which PyTorch specialises any model (a first batch of 1, a first square input): resnet18_gmamba
     compiles exactly as many graphs as timm's resnet18, i.e. its own code adds no guard."""
