@@ -216,7 +216,7 @@ def _counting_compile(model: torch.nn.Module, graphs: list, **kwargs) -> torch.n
 @pytest.mark.parametrize('name', ['resnet18_gmamba', 'vgamba_b'])
 def test_torch_compile_dynamic_compiles_once(name):
     """dynamic=True: one graph serves other batch sizes, heights and widths, also across the size at which a GSSM
-    block's frequency encoding changes between its folded and layer-by-layer form (a branch of the graph, not a guard).
+    block's frequency encoding changes between its folded and layer-by-layer form (a dynamic graph takes the latter).
     The sizes avoid what PyTorch specialises in any model: batch 1 (its 0/1 specialisation) and a first input with
     H == W (duck sizing)."""
     from gmamba_zoo.layers import FrequencyEncoding
@@ -243,7 +243,6 @@ def test_torch_compile_dynamic_compiles_once(name):
         assert any((i, True) in folds and (i, False) in folds for i, _ in folds), folds
 
 
-
 @pytest.mark.parametrize('name, kwargs', [
     ('convnext_t_gmamba', dict(gmamba_depths=(1, 0, 0, 1), depths=(1, 1, 1, 1))),
     ('swin_t_gmamba', dict(gmamba_depths=(1, 0, 0, 0), depths=(2, 1, 1, 1))),
@@ -258,6 +257,7 @@ def test_torch_compile_fullgraph_convnext_and_swin(name, kwargs):
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
     assert len(graphs) == 1
+
 
 def test_torch_compile_dynamic_recompiles_as_the_plain_backbone():
     """Sizes at which PyTorch specialises any model (a first batch of 1, a first square input): resnet18_gmamba
@@ -277,6 +277,7 @@ def test_torch_compile_dynamic_recompiles_as_the_plain_backbone():
                 counts[name].append(len(graphs))
     assert counts['resnet18_gmamba'] == counts['resnet18'], counts
     assert counts['resnet18'][-1] > 1  # the sequence does make PyTorch recompile
+
 
 _FRESH_COMPILE = """
 import timm, torch, gmamba_zoo
