@@ -248,15 +248,15 @@ def _bwd_kernel(
             h_prev = pa * h_in[:, :, None] + pb
             a = tl.exp(tl.maximum(dt[:, None, :] * A, _FLOOR))
             dtu = dt * u
-            h = a * h_prev + dtu[:, None, :] * Bt[None, :, :]
+            hs = a * h_prev + dtu[:, None, :] * Bt[None, :, :]  # h_t; not `h`, pass 1's loop-carried [D, N] state
 
             if HAS_Z:
                 z = tl.load(z_rows + t[None, :] * s_zl, mask=mask_dl, other=0.0).to(tl.float32)
-                y = tl.sum(h * Ct[None, :, :], axis=1) + skip[:, None] * u
+                y = tl.sum(hs * Ct[None, :, :], axis=1) + skip[:, None] * u
                 sig = tl.sigmoid(z)
                 tl.store(dz_ptr + grad_rows + t[None, :], dy * y * sig * (1.0 + z * (1.0 - sig)), mask=mask_dl)
                 dy = dy * z * sig
-            tl.store(dC_ptr + part_rows + t[None, :], tl.sum(dy[:, None, :] * h, axis=0), mask=mask_nl)
+            tl.store(dC_ptr + part_rows + t[None, :], tl.sum(dy[:, None, :] * hs, axis=0), mask=mask_nl)
 
             # The adjoint g_t = dy_t C_t + a_{t+1} g_{t+1}, as a forward scan over the tile in reversed time.
             tr = t0 + BLOCK_L - 1 - offs_l
