@@ -33,6 +33,8 @@ COMMANDS: Dict[str, Command] = {
                          'GMamba block vs attention scaling study'),
     'bench-scan': Command('gmamba_zoo.bench.scan', 'the fused scan kernels against the PyTorch scan: speed, memory, '
                                                   'first call (CPU: numba; --device cuda: Triton vs mamba-ssm)'),
+    'triton-build': Command('gmamba_zoo.bench.triton_build', "the Triton scan kernels compiled for every GPU target "
+                            'without a GPU: compile errors, registers, spills, shared memory'),
     'bench-compile': Command('gmamba_zoo.bench.compile', 'torch.compile against eager for one model'),
     'bench-breakdown': Command('gmamba_zoo.bench.breakdown', "where a model's forward time goes, by kind of operation, "
                                'beside its plain backbone (time, multiply-adds, rate)'),
