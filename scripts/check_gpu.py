@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The GPU check in one run (under 5 minutes on a GPU): ``python scripts/check_gpu.py`` writes docs/gpu-check.md.
+"""The GPU check in one run (sized for under 5 minutes): ``python scripts/check_gpu.py`` writes docs/gpu-check.md.
 
 Every scan backend against the float64 oracle (all dtypes, all gradients), the scan's speed, an AMP training step of
 four models and ``torch.compile`` of one. The code lives in :mod:`gmamba_zoo.bench.gpu_check` so that
