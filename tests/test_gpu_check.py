@@ -100,6 +100,16 @@ def test_report_is_written_with_the_machine_and_versions(tmp_path, capsys):
     assert 'scripts/check_gpu.py --device cpu --sections parity' in text
 
 
+def test_a_crashed_section_fails_the_run_and_is_reported(monkeypatch, tmp_path):
+    def crash(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+    monkeypatch.setattr(gpu_check, 'check_amp', crash)
+    out = tmp_path / 'gpu-check.md'
+    assert main(['check-gpu', '--device', 'cpu', '--sections', 'amp', '--out', str(out)]) == 1
+    text = out.read_text()
+    assert 'Result: **FAILED** (amp)' in text and 'Section `amp` **crashed**' in text and 'out of memory' in text
+
+
 def _fake_cuda_report(parity_ok: bool) -> str:
     mach = dict(gpu='NVIDIA H100 80GB HBM3', capability='9.0', cpu='x', cores=16, torch='2.5.1', cuda='12.4',
                 triton='3.1.0', mamba_ssm=None, numba='0.60', python='3.11', date='2026-01-01T00:00+00:00')
