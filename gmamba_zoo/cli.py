@@ -36,6 +36,8 @@ COMMANDS: Dict[str, Command] = {
     'triton-build': Command('gmamba_zoo.bench.triton_build', "the Triton scan kernels compiled for every GPU target "
                             'without a GPU: compile errors, registers, spills, shared memory'),
     'bench-compile': Command('gmamba_zoo.bench.compile', 'torch.compile against eager for one model'),
+    'check-gpu': Command('gmamba_zoo.bench.gpu_check', 'the GPU paths in one run: every scan backend against the '
+                         'float64 oracle, scan speed, AMP training steps, torch.compile; writes docs/gpu-check.md'),
     'bench-breakdown': Command('gmamba_zoo.bench.breakdown', "where a model's forward time goes, by kind of operation, "
                                'beside its plain backbone (time, multiply-adds, rate)'),
     'export': Command('gmamba_zoo.export.onnx', 'export a model to ONNX (dynamic batch, height and width) and check it '
