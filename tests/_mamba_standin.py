@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import types
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -365,7 +365,3 @@ class SelectiveScanCudaStandIn(types.ModuleType):
         it = iter(torch.autograd.grad(y, [t for t in ins if t is not None], g))
         return y.detach(), last.detach(), [None if t is None else next(it) for t in ins]
 
-
-def shapes(tensors: Sequence[Optional[Tensor]]) -> List[Optional[tuple]]:
-    """(shape, dtype) of each tensor, None for None: a compact description for assertion messages."""
-    return [None if t is None else (tuple(t.shape), t.dtype) for t in tensors]

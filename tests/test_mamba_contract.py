@@ -7,8 +7,11 @@ that enforces the extension's argument checks and computes with the float64 orac
 extension, their outputs, last states and every gradient must be identical, and must match the oracle.
 
 The sdist is downloaded once into ``$GMAMBA_ZOO_CI_CACHE`` (else ``~/.cache/gmamba-zoo-ci``); without an index the
-tests skip, except under CI (``CI=true``), where they fail. See docs/mamba-contract.md.
+tests that need it skip, except under CI (``CI=true``), where they fail. The tests of the dtypes our backend hands
+the kernel, of the op's fake implementation and of the stand-in's own checks need no download. See
+docs/mamba-contract.md.
 """
+import inspect
 import itertools
 import os
 import re
@@ -19,7 +22,7 @@ import pytest
 import torch
 
 from _mamba_standin import (
-    CHUNK, KERNEL_CPP_PATH, WRAPPER_PATH, MambaSourceUnavailable, SelectiveScanCudaStandIn, fetch_mamba_source,
+    CHUNK, KERNEL_CPP_PATH, MambaSourceUnavailable, SelectiveScanCudaStandIn, fetch_mamba_source,
     load_wrapper,
 )
 from gmamba_zoo.ops import selective_scan as ss
@@ -63,14 +66,25 @@ class _Loaded:
         return self.module
 
 
-@pytest.fixture
-def kernel(mamba, monkeypatch) -> SelectiveScanCudaStandIn:
-    """Our ``cuda`` backend routed to the stand-in, on CPU tensors (production code unchanged)."""
+def _route_cuda_backend(monkeypatch, kernel: SelectiveScanCudaStandIn) -> SelectiveScanCudaStandIn:
+    """Our ``cuda`` backend with ``kernel`` as its extension, on CPU tensors (production code unchanged)."""
     why_not = ss._why_not
     monkeypatch.setattr(ss, '_why_not', lambda name, device: None if name == 'cuda' else why_not(name, device))
-    monkeypatch.setattr(ss, '_cuda_kernel', _Loaded(mamba.kernel))
-    mamba.kernel.calls.clear()
-    return mamba.kernel
+    monkeypatch.setattr(ss, '_cuda_kernel', _Loaded(kernel))
+    kernel.calls.clear()
+    return kernel
+
+
+@pytest.fixture
+def kernel(mamba, monkeypatch) -> SelectiveScanCudaStandIn:
+    """Our ``cuda`` backend routed to the stand-in the wrapper of ``mamba`` calls."""
+    return _route_cuda_backend(monkeypatch, mamba.kernel)
+
+
+@pytest.fixture
+def standin(monkeypatch) -> SelectiveScanCudaStandIn:
+    """Our ``cuda`` backend routed to a stand-in of its own (no mamba-ssm source needed)."""
+    return _route_cuda_backend(monkeypatch, SelectiveScanCudaStandIn())
 
 
 def make_leaves(dtype, has_D, has_z, has_bias, b=2, d=4, n=3, L=13, weight_dtype=torch.float32, seed=0):
@@ -180,7 +194,7 @@ def test_more_than_one_kernel_chunk(mamba, kernel):
 
 
 @pytest.mark.parametrize('case', ['float64', 'bf16-weights', 'mixed-inputs'])
-def test_cuda_backend_takes_the_dtypes_selective_scan_fn_takes(kernel, case):
+def test_cuda_backend_takes_the_dtypes_selective_scan_fn_takes(standin, case):
     """selective_scan_fn computes in float32 whatever the input dtypes, in every backend; the kernel takes one input
     type (float32, float16 or bfloat16) for u, delta, B, C and z and float32 A, D and delta_bias. The cuda backend
     must hand it those and give results and gradients in the dtypes of the arguments, as the reference does."""
@@ -192,7 +206,7 @@ def test_cuda_backend_takes_the_dtypes_selective_scan_fn_takes(kernel, case):
         leaves = make_leaves(torch.bfloat16, True, True, True)
         leaves['B'] = leaves['B'].detach().float().requires_grad_()
         leaves['C'] = leaves['C'].detach().float().requires_grad_()
-    (out, last, grads), calls = calls_of(kernel, run, selective_scan_fn, leaves, True, backend='cuda')
+    (out, last, grads), calls = calls_of(standin, run, selective_scan_fn, leaves, True, backend='cuda')
     ref_out, ref_last, ref_grads = run(selective_scan_ref, leaves, True)  # float32 (float64 for float64 u) autograd
     assert [c[0] for c in calls] == ['fwd', 'bwd']
     assert out.dtype == ref_out.dtype == leaves['u'].dtype and rel_err(out, ref_out) < TOL[out.dtype] + 1e-5
@@ -276,11 +290,10 @@ def test_stand_in_has_the_kernels_signature_and_results(mamba):
     """The stand-in was written from selective_scan.cpp; a release that changes the bindings, their parameters or
     what they return fails here, so the stand-in gets reviewed."""
     cpp = (mamba.src / 'selective_scan.cpp').read_text()
-    assert re.search(r'm\.def\("fwd",\s*&selective_scan_fwd', cpp) and re.search(r'm\.def\("bwd",\s*&selective_scan_bwd', cpp)
-    import inspect
-    for entry, fn in (('fwd', 'selective_scan_fwd'), ('bwd', 'selective_scan_bwd')):
+    for entry in ('fwd', 'bwd'):
+        assert re.search(rf'm\.def\("{entry}",\s*&selective_scan_{entry}\b', cpp), entry
         params = list(inspect.signature(getattr(SelectiveScanCudaStandIn(), entry)).parameters)
-        assert params == _cpp_params(cpp, fn), entry
+        assert params == _cpp_params(cpp, f'selective_scan_{entry}'), entry
     squash = lambda s: re.sub(r'\s+', '', s)
     code = squash(cpp)
     for expected in ('result={out,x};', 'if(has_z){result.push_back(out_z);}',
@@ -289,13 +302,11 @@ def test_stand_in_has_the_kernels_signature_and_results(mamba):
                      f'constintn_chunks=(seqlen+{CHUNK}-1)/{CHUNK};',
                      'x=torch::empty({batch_size,dim,n_chunks,dstate*2},u.options().dtype(weight_type));'):
         assert squash(expected) in code, expected
-    assert 'selective_scan_cuda.fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)' in \
-        (mamba.src / 'selective_scan_interface.py').read_text(), WRAPPER_PATH
 
 
 @pytest.mark.parametrize('dtype,weight_dtype', [(torch.bfloat16, torch.float32), (torch.float64, torch.float64)],
                          ids=['bf16', 'float64'])
-def test_cuda_backend_fake_matches_the_kernel(kernel, dtype, weight_dtype):
+def test_cuda_backend_fake_matches_the_kernel(standin, dtype, weight_dtype):
     """torch.compile/export see the op's fake implementation: its outputs' shapes and dtypes (the checkpoint x, the
     pre-gate output in the kernel's input type) must be those the kernel path returns."""
     leaves = make_leaves(dtype, True, True, True, weight_dtype=weight_dtype, L=7)
