@@ -25,6 +25,8 @@ from _mamba_standin import (
     CHUNK, KERNEL_CPP_PATH, MambaSourceUnavailable, SelectiveScanCudaStandIn, fetch_mamba_source,
     load_wrapper,
 )
+from gmamba_zoo.layers.gamba import MambaMixer
+from gmamba_zoo.layers.gssm import GSSMMixer
 from gmamba_zoo.ops import selective_scan as ss
 from gmamba_zoo.ops import selective_scan_fn, selective_scan_ref
 
@@ -313,3 +315,27 @@ def test_cuda_backend_fake_matches_the_kernel(standin, dtype, weight_dtype):
     a = scan_args(leaves)
     args = tuple(a[k] for k in ARGS) + (True, 64, 'cuda')
     torch.library.opcheck(torch.ops.gmamba_zoo.selective_scan.default, args)
+
+
+@pytest.mark.parametrize('autocast_dtype', [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize('mixer', ['GSSMMixer', 'MambaMixer'])
+def test_mixers_under_autocast_pass_the_kernels_checks(standin, mixer, autocast_dtype):
+    """The models' own calls (gmamba_zoo/layers/ssm.py) under autocast: the cuda backend hands the kernel activations
+    in autocast's dtype and float32 A, D and delta_bias without a cast, and agrees with the torch backend."""
+    torch.manual_seed(0)
+    layer = GSSMMixer(8) if mixer == 'GSSMMixer' else MambaMixer(8, d_state=4)
+    x = torch.randn((1, 4, 5, 8) if mixer == 'GSSMMixer' else (1, 20, 8))
+    results = {}
+    for backend in ('cuda', 'torch'):
+        layer.zero_grad()
+        with ss.scan_backend(backend), torch.autocast('cpu', dtype=autocast_dtype):
+            y = layer(x)
+        y.float().square().sum().backward()
+        results[backend] = [y.float()] + [p.grad.float() for p in layer.parameters()]
+    fwd = [args for entry, args in standin.calls if entry == 'fwd']
+    assert len(fwd) == 1 and [e for e, _ in standin.calls] == ['fwd', 'bwd']
+    assert {k: v.dtype for k, v in fwd[0].items() if isinstance(v, torch.Tensor)} == dict(
+        u=autocast_dtype, delta=autocast_dtype, A=torch.float32, B=autocast_dtype, C=autocast_dtype, D=torch.float32,
+        delta_bias=torch.float32, **({'z': autocast_dtype} if mixer == 'MambaMixer' else {}))
+    for a, b in zip(*results.values()):
+        assert rel_err(a, b) < 1e-2, rel_err(a, b)
