@@ -477,7 +477,7 @@ def _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, softplus: bool):
 def _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, x, y_pre, softplus: bool):
     args = _cuda_args(u, delta, A, B, C, D, z, delta_bias)
     # bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, dz, delta_softplus, recompute_out_z)
-    #   -> [du, ddelta, dA, dB, dC, dD, ddelta_bias] (+ [dz] with z); dD, ddelta_bias None when D, delta_bias are
+    #   -> [du, ddelta, dA, dB, dC, dD, ddelta_bias] (+ [dz] with z); dD or ddelta_bias is None without D or delta_bias
     du, ddelta, dA, dB, dC, dD, dbias, *rest = _cuda_kernel.get().bwd(
         *args, dout.to(args[0].dtype).contiguous(), x, y_pre if z is not None else None, None, softplus, False)
     return du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD, (rest[0] if z is not None else None), dbias
