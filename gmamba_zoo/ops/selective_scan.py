@@ -446,25 +446,40 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
 # mamba-ssm CUDA kernel
 # ----------------------------------------------------------------------------------------------------------------
 
+_CUDA_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _cuda_input_dtype(u: Tensor, delta: Tensor, B: Tensor, C: Tensor, z: Optional[Tensor]) -> torch.dtype:
+    """The one input type selective_scan_cuda takes for u, delta, B, C and z (it refuses mixed or float64 ones): theirs
+    when they share one it takes (the models' case: no copy), else float32, the arithmetic's type."""
+    same = all(t is None or t.dtype == u.dtype for t in (delta, B, C, z))
+    return u.dtype if same and u.dtype in _CUDA_INPUT_DTYPES else torch.float32
+
+
+def _cuda_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
+    """The scan's arguments as selective_scan_cuda checks them: u, delta, B, C and z in one input type and contiguous
+    along L, B and C as [B, 1, N, L] (one group); A, D and delta_bias float32 (its only real weight type)."""
+    itype = _cuda_input_dtype(u, delta, B, C, z)
+    inp = lambda t: None if t is None else t.to(itype).contiguous()
+    weight = lambda t: None if t is None else t.to(torch.float32).contiguous()
+    return (inp(u), inp(delta), weight(A), inp(B).unsqueeze(1), inp(C).unsqueeze(1), weight(D), inp(z),
+            weight(delta_bias))
+
+
 def _scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, softplus: bool):
-    k = _cuda_kernel.get()
-    u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
-    z = z.contiguous() if z is not None else None
-    D = D.contiguous() if D is not None else None
-    out, x, *rest = k.fwd(u, delta, A, B, C, D, z, delta_bias, softplus)  # mamba-ssm's signature
+    # fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> [out, x] (+ [out * silu(z)] with z)
+    out, x, *rest = _cuda_kernel.get().fwd(*_cuda_args(u, delta, A, B, C, D, z, delta_bias), softplus)
     if z is not None:
-        return rest[0], x, out
-    return out, x, out.new_empty(0)
+        return rest[0].to(u.dtype), x, out  # out: the pre-gate output the backward needs, in the kernel's input type
+    return out.to(u.dtype), x, u.new_empty(0)
 
 
 def _scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, x, y_pre, softplus: bool):
-    k = _cuda_kernel.get()
-    u, delta, B, C = u.contiguous(), delta.contiguous(), B.unsqueeze(1).contiguous(), C.unsqueeze(1).contiguous()
-    z = z.contiguous() if z is not None else None
-    D = D.contiguous() if D is not None else None
-    du, ddelta, dA, dB, dC, dD, dbias, *rest = k.bwd(
-        u, delta, A, B, C, D, z, delta_bias, dout.contiguous(), x, y_pre if z is not None else None, None, softplus,
-        False)
+    args = _cuda_args(u, delta, A, B, C, D, z, delta_bias)
+    # bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, dz, delta_softplus, recompute_out_z)
+    #   -> [du, ddelta, dA, dB, dC, dD, ddelta_bias] (+ [dz] with z); dD or ddelta_bias is None without D or delta_bias
+    du, ddelta, dA, dB, dC, dD, dbias, *rest = _cuda_kernel.get().bwd(
+        *args, dout.to(args[0].dtype).contiguous(), x, y_pre if z is not None else None, None, softplus, False)
     return du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD, (rest[0] if z is not None else None), dbias
 
 
@@ -496,7 +511,8 @@ def _selective_scan_op(
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, backend):
     out = u.new_empty(u.shape)
     if backend == 'cuda':
-        return out, u.new_empty(_cuda_ckpt_shape(u, A), dtype=A.dtype), u.new_empty(u.shape if z is not None else (0,))
+        y_pre = u.new_empty(u.shape, dtype=_cuda_input_dtype(u, delta, B, C, z)) if z is not None else u.new_empty(0)
+        return out, u.new_empty(_cuda_ckpt_shape(u, A), dtype=torch.float32), y_pre
     n_chunks = -(-u.shape[2] // chunk_size)
     # the state entering each chunk and the last one: [n + 1, B, N, D] (torch) or [n + 1, B, D, N] (the kernels)
     inner = (A.shape[1], u.shape[1]) if backend == 'torch' else (u.shape[1], A.shape[1])
