@@ -48,10 +48,14 @@ LOG_DECAY_FLOOR = -80.0
 _FLOOR = tl.constexpr(LOG_DECAY_FLOOR)
 
 # Largest tile of the 3D [BLOCK_D, BLOCK_N, BLOCK_L] tensors, in elements; backward holds several such tensors at
-# once, so it gets half. Untuned starting points for a GPU (four warps: 32 and 16 registers per tensor and thread).
+# once, so it gets half. Untuned starting points for a GPU (eight warps: 16 and 8 elements per tensor and thread).
 _FWD_TILE = 4096
 _BWD_TILE = 2048
 _MAX_BLOCK_L = 32
+# Eight warps: 16 elements of each 3-D tile per thread. With four, ptxas (sm_75 ... sm_90) needs 250-255 registers per
+# thread for the backward and spills 24-32 bytes at vGamba's N = 64; with eight, 127-225 and no spill at any launch
+# the models make (docs/triton-build.md), and the register file holds twice as many warps per SM.
+_NUM_WARPS = 8
 
 
 @triton.jit
@@ -389,7 +393,7 @@ def scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optio
         *_strides(delta_bias, 1),
         CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn, BLOCK_L=bl,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        num_warps=4,
+        num_warps=_NUM_WARPS,
     )
     return out, ckpt
 
@@ -443,7 +447,7 @@ def scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
             *_strides(z, 3), *_strides(delta_bias, 1),
             CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn, BLOCK_L=bl,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-            num_warps=4,
+            num_warps=_NUM_WARPS,
         )
     dD = dD_part.sum(0) if dD_part is not None else None
     dbias = dbias_part.sum(0) if dbias_part is not None else None
