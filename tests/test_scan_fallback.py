@@ -5,7 +5,11 @@ launch that :func:`gmamba_zoo.ops.selective_scan.resolve_scan_backend` makes bef
 runs on CPU tensors against patched ``scan_fwd``/``scan_bwd`` of the Triton module (the failures are injected there,
 as Triton raises them). Fake CUDA tensors (``FakeTensorMode``) then show which backend the custom op is given.
 """
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,3 +158,15 @@ def test_probe_runs_on_real_tensors_under_fake_mode(gpu):
             warnings.simplefilter('error')
             assert resolve_scan_backend('cuda') == 'triton'
     assert gpu == ['cuda:0'] and ss._triton_launches == {'cuda:0': None}
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a_gpu_with_this_triton(tmp_path):
+    """Triton's full compiler (to a cubin for sm_90) on both kernels, no GPU needed: what a first launch on a GPU
+    compiles (the interpreter of tests/test_triton_scan.py does not check what the compiler refuses)."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / 'scripts' / 'compile_triton_kernels.py')], cwd=root,
+                          env={**os.environ, 'TRITON_CACHE_DIR': str(tmp_path)}, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.stdout.count('OK   ') == 4

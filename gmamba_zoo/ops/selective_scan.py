@@ -178,8 +178,9 @@ def _why_not(name: str, device_type: str) -> Optional[str]:
     module, package = _KERNELS[name]
     if module.get() is None:
         return f'scan backend {name!r} needs {package}, which is not importable here ({module.error}).'
-    if name == 'triton' and _old_triton() is not None:
-        return (f"scan backend 'triton' needs triton>={MIN_TRITON}, found triton {_old_triton()} (upgrade it with "
+    old = _old_triton() if name == 'triton' else None
+    if old is not None:
+        return (f"scan backend 'triton' needs triton>={MIN_TRITON}, found triton {old} (upgrade it with "
                 f"`pip install -U 'triton>={MIN_TRITON}'`).")
     if name == 'triton' and device_type == 'cpu' and not module.module.interpreted():
         return ("scan backend 'triton' on CPU needs TRITON_INTERPRET=1 set before gmamba_zoo.ops.triton_scan is "
@@ -214,6 +215,13 @@ def _probe_triton(device: torch.device) -> None:
             torch.cuda.synchronize(device)  # a failed launch may only surface here
         if not all(bool(torch.isfinite(t).all()) for t in (out, *grads)):
             raise RuntimeError('the Triton kernels ran but returned non-finite values on finite inputs')
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:<current device>`` where a GPU is present; other devices unchanged."""
+    if device.type == 'cuda' and device.index is None and torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return device
 
 
 def _triton_launch_error(device: torch.device) -> Optional[str]:
@@ -285,13 +293,6 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
             warnings.warn(f"{why[0].upper()}{why[1:]} The selective scan falls back to the next backend "
                           f'(correct, slower).', RuntimeWarning, stacklevel=3)
     return 'torch'
-
-
-def _indexed(device: torch.device) -> torch.device:
-    """``cuda`` -> ``cuda:<current device>`` where a GPU is present; other devices unchanged."""
-    if device.type == 'cuda' and device.index is None and torch.cuda.is_available():
-        return torch.device('cuda', torch.cuda.current_device())
-    return device
 
 
 @torch.compiler.assume_constant_result
