@@ -170,3 +170,29 @@ def test_kernels_compile_for_a_gpu_with_this_triton(tmp_path):
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.stdout.count('OK   ') == 4
+
+
+_PROBE_CHILD = """
+import torch
+from gmamba_zoo.ops import selective_scan as ss
+ts = ss._triton_kernel.get()
+assert ts is not None and ts.interpreted()
+ss._probe_triton(torch.device('cpu'))  # the real kernels, in the interpreter: no error
+ts._bwd_kernel = None  # a broken backward
+try:
+    ss._probe_triton(torch.device('cpu'))
+except TypeError:
+    print('PROBE OK')
+"""
+
+
+@pytest.mark.slow
+def test_probe_launches_the_real_kernels():
+    """The probe's calls match the kernels' wrappers: it runs them in Triton's interpreter (about 30 s), and raises
+    when a kernel cannot launch."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, 'TRITON_INTERPRET': '1', 'OMP_NUM_THREADS': '1',
+           'PYTHONPATH': os.pathsep.join(filter(None, [str(root), os.environ.get('PYTHONPATH')]))}
+    proc = subprocess.run([sys.executable, '-c', _PROBE_CHILD], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0 and 'PROBE OK' in proc.stdout, proc.stdout[-4000:] + proc.stderr[-4000:]
