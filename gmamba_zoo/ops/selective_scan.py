@@ -31,14 +31,18 @@ While ``torch.onnx.export`` traces, :func:`selective_scan_fn` bypasses the op an
 Arithmetic is float32 whatever the input dtypes in every backend. Selection, strongest first: the ``backend=``
 argument, the :func:`scan_backend` context manager (or :func:`set_scan_backend`), the ``GMAMBA_ZOO_SCAN_BACKEND``
 environment variable, then ``"auto"``: cuda > triton > torch for CUDA tensors, numba > torch on CPU.
-A backend ``"auto"`` passes over for a fixable reason (a missing package) is named once in a warning; a backend
-asked for by name that cannot run raises an error that says why.
+A backend ``"auto"`` passes over for a fixable reason (a missing package, a Triton older than :data:`MIN_TRITON`) is
+named once in a warning; a backend asked for by name that cannot run raises an error that says why. Before ``"auto"``
+first picks Triton on a GPU it launches both Triton kernels once on tiny inputs there: if that fails (a Triton or
+driver mismatch: a compile error, too little shared memory, ...) it warns once with the error and uses the PyTorch
+scan on that GPU for the rest of the process (docs/gpu.md).
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
 import os
+import re
 import threading
 import warnings
 from typing import Iterator, List, Optional, Tuple, Union
@@ -52,13 +56,16 @@ from .parallel_scan import selective_scan_parallel
 __all__ = [
     'selective_scan_fn', 'selective_scan_ref', 'autocast_off', 'scan_backend', 'set_scan_backend', 'get_scan_backend',
     'resolve_scan_backend', 'cuda_kernel_available', 'auto_chunk_size', 'cpu_recurrence', 'SCAN_BACKENDS',
-    'DEFAULT_CHUNK_SIZE', 'KERNEL_CHUNK_SIZE', 'CPU_RECURRENCES',
+    'DEFAULT_CHUNK_SIZE', 'KERNEL_CHUNK_SIZE', 'CPU_RECURRENCES', 'MIN_TRITON',
 ]
 
 SCAN_BACKENDS = ('auto', 'torch', 'numba', 'triton', 'cuda')
 ENV_BACKEND = 'GMAMBA_ZOO_SCAN_BACKEND'
 DEFAULT_CHUNK_SIZE = None  # torch: chosen from the step size by auto_chunk_size; numba/triton: KERNEL_CHUNK_SIZE
 KERNEL_CHUNK_SIZE = 64  # steps between the states the numba and Triton kernels save for their backward
+# The oldest Triton release our kernels compile with (scripts/compile_triton_kernels.py; docs/gpu.md): 2.3 has no
+# multi-operand tl.associative_scan and no tl.flip.
+MIN_TRITON = '3.0.0'
 
 _state = threading.local()
 _global_backend: Optional[str] = None
@@ -144,6 +151,20 @@ def cuda_kernel_available() -> bool:
     return _cuda_kernel.get() is not None
 
 
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    """'3.1.0+git1a2b' -> (3, 1, 0), '3.1' -> (3, 1, 0): the leading numeric release, at least three parts."""
+    m = re.match(r'\d+(\.\d+)*', version.strip())
+    parts = tuple(int(p) for p in m.group(0).split('.')) if m else ()
+    return parts + (0,) * (3 - len(parts))
+
+
+def _old_triton() -> Optional[str]:
+    """The installed Triton's version when it is older than :data:`MIN_TRITON`, else None."""
+    import triton  # importable: gmamba_zoo.ops.triton_scan imported it
+    version = str(getattr(triton, '__version__', ''))
+    return version if _version_tuple(version) < _version_tuple(MIN_TRITON) else None
+
+
 def _why_not(name: str, device_type: str) -> Optional[str]:
     """Why backend ``name`` cannot run on ``device_type`` tensors here, or None if it can."""
     if name == 'torch':
@@ -157,35 +178,114 @@ def _why_not(name: str, device_type: str) -> Optional[str]:
     module, package = _KERNELS[name]
     if module.get() is None:
         return f'scan backend {name!r} needs {package}, which is not importable here ({module.error}).'
+    old = _old_triton() if name == 'triton' else None
+    if old is not None:
+        return (f"scan backend 'triton' needs triton>={MIN_TRITON}, found triton {old} (upgrade it with "
+                f"`pip install -U 'triton>={MIN_TRITON}'`).")
     if name == 'triton' and device_type == 'cpu' and not module.module.interpreted():
         return ("scan backend 'triton' on CPU needs TRITON_INTERPRET=1 set before gmamba_zoo.ops.triton_scan is "
                 'first imported.')
     return None
 
 
+# The outcome of the Triton kernels' first launch on each device (str(device) -> None or the error), once a process.
+_triton_launches: dict = {}
+_triton_launch_lock = threading.Lock()
+
+
+def _probe_triton(device: torch.device) -> None:
+    """Launch the Triton forward and backward kernels once on tiny inputs on ``device``; raises what they raise.
+
+    The inputs give the kernels the blocks of the models' scans (d_state 16: forward tiles [8, 16, 32], backward
+    [4, 16, 32]) with every optional input and the softplus, so this compiles the largest variant of each kernel.
+    Runs outside any dispatch mode (FakeTensorMode, a tracer's): it needs real tensors.
+    """
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    ts = _triton_kernel.module
+    with _disable_current_modes(), torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        b, d, n, L = 1, 8, 16, KERNEL_CHUNK_SIZE
+        r = lambda *shape: torch.randn(*shape, generator=g, device='cpu').to(device)
+        u, delta, B, C, z, dout = r(b, d, L), r(b, d, L), r(b, n, L), r(b, n, L), r(b, d, L), r(b, d, L)
+        A, D, bias = -torch.rand(d, n, generator=g, device='cpu').to(device) - 0.5, r(d), r(d)
+        out, ckpt = ts.scan_fwd(u, delta, A, B, C, D, z, bias, True, KERNEL_CHUNK_SIZE)
+        grads = ts.scan_bwd(dout, u, delta, A, B, C, D, z, bias, ckpt, True, KERNEL_CHUNK_SIZE)
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)  # a failed launch may only surface here
+        if not all(bool(torch.isfinite(t).all()) for t in (out, *grads)):
+            raise RuntimeError('the Triton kernels ran but returned non-finite values on finite inputs')
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:<current device>`` where a GPU is present; other devices unchanged."""
+    if device.type == 'cuda' and device.index is None and torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return device
+
+
+def _triton_launch_error(device: torch.device) -> Optional[str]:
+    """Why the Triton kernels failed to launch on ``device`` (from :func:`_probe_triton`, run once per device and
+    cached for the process), or None when they ran or there is no real GPU to launch on (fake CUDA tensors)."""
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        return None
+    device = _indexed(device)
+    key = str(device)
+    if key not in _triton_launches:
+        with _triton_launch_lock:
+            if key not in _triton_launches:
+                try:
+                    _probe_triton(device)
+                    _triton_launches[key] = None
+                except Exception as e:  # any failure: CompilationError, OutOfResources, a driver error, ...
+                    msg = str(e).strip()
+                    _triton_launches[key] = f'{type(e).__name__}: {msg[:500]}{"..." if len(msg) > 500 else ""}'
+    return _triton_launches[key]
+
+
 def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str] = None) -> str:
     """Which backend runs for tensors on ``device``: ``'torch'``, ``'numba'``, ``'triton'`` or ``'cuda'``.
 
     ``'auto'`` picks cuda > triton > torch for CUDA tensors and numba > torch on CPU; a backend it passes over for a
-    reason the user can fix (a missing package) is named once in a ``RuntimeWarning``.
+    reason the user can fix (a missing package, a Triton older than :data:`MIN_TRITON`) is named once in a
+    ``RuntimeWarning``. The first time it would pick Triton on a GPU it launches the Triton kernels there once
+    (:func:`_probe_triton`); if that raises, it warns once with the error and picks ``'torch'`` for that GPU for the
+    rest of the process.
 
     Args:
         device: Device of the scan's inputs.
         backend: Explicit request; ``None`` uses :func:`get_scan_backend`.
 
     Raises:
-        RuntimeError: A backend requested by name cannot run here; the message says why (device, missing package).
+        RuntimeError: A backend requested by name cannot run here; the message says why (device, missing package,
+            an old Triton, the Triton kernels' failed launch on this device).
     """
     name = _check_backend_name(backend) if backend is not None else get_scan_backend()
-    device_type = torch.device(device).type
+    device = torch.device(device)
+    device_type = device.type
     if name != 'auto':
         why = _why_not(name, device_type)
+        if why is None and name == 'triton' and device_type == 'cuda':
+            failed = _triton_launches.get(str(_indexed(device)))  # only an earlier auto probe's verdict
+            why = None if failed is None else (f"scan backend 'triton' cannot run on {_indexed(device)}: its kernels "
+                                               f'failed to launch there ({failed}).')
         if why is not None:
             raise RuntimeError(f'{why[0].upper()}{why[1:]} Choose another backend (e.g. `torch`, which runs '
                                f'everywhere) with scan_backend()/set_scan_backend() or {ENV_BACKEND}.')
         return name
     for candidate in _AUTO_ORDER.get(device_type, ()):
         why = _why_not(candidate, device_type)
+        if why is None and candidate == 'triton' and device_type == 'cuda':
+            failed = _triton_launch_error(device)
+            if failed is not None:
+                key = ('triton-launch', str(_indexed(device)))
+                if key not in _warned:
+                    _warned.add(key)
+                    warnings.warn(f"The Triton selective-scan kernels failed on {_indexed(device)} ({failed}); "
+                                  "scan backend 'auto' uses the PyTorch scan ('torch': correct, slower) on this "
+                                  "device from now on. A Triton or driver mismatch is the usual cause (docs/gpu.md); "
+                                  f"scan_backend('triton') raises this error.", RuntimeWarning, stacklevel=3)
+                continue
         if why is None:
             return candidate
         if (candidate, device_type) not in _warned:
@@ -301,7 +401,7 @@ def _abs_max(x: Tensor) -> float:
     return float(x.abs().max()) if x.numel() else 0.0
 
 
-def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor, a_max: float,
+def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h0: Tensor, a_max: Optional[float],
                 loops=None) -> None:
     """Decays a_t = exp(dt_t A) into buffer 0 and states h_t into buffer 1 for one chunk.
 
@@ -311,7 +411,8 @@ def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h
         dt: [n, B, D] effective delta.
         Bc: [n, B, N].
         h0: [B, N, D] state before the chunk.
-        a_max: max |A|, to tell whether the log-decay floor can be reached in this chunk.
+        a_max: max |A|, to tell whether the log-decay floor can be reached in this chunk; None always floors (off
+            the CPU, where reading max |dt| back would stall the device: the floor costs less than the sync).
         loops: The compiled loops (:func:`_loops_for`), or None for PyTorch ops and the Python step loop.
     """
     n = u.shape[0]
@@ -321,7 +422,7 @@ def _fill_chunk(ws: _Workspace, At: Tensor, u: Tensor, dt: Tensor, Bc: Tensor, h
     else:
         torch.mul(dt.unsqueeze(2), At, out=dec)
         torch.mul((dt * u).unsqueeze(2), Bc.unsqueeze(3), out=hs)
-    if _abs_max(dt) * a_max > -_LOG_DECAY_FLOOR:  # only then can a log-decay fall below the floor
+    if a_max is None or _abs_max(dt) * a_max > -_LOG_DECAY_FLOOR:  # only then can a log-decay fall below the floor
         dec.clamp_min_(_LOG_DECAY_FLOOR)
     dec.exp_()
     if loops is not None:
@@ -350,7 +451,7 @@ def _scan_fwd_torch(u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: 
     bsz, d, L = u.shape
     N = A.shape[1]
     At = A.float().t().contiguous()
-    a_max = _abs_max(At)
+    a_max = _abs_max(At) if u.device.type == 'cpu' else None  # no host sync on a GPU
     n_chunks = -(-L // chunk)
     ws = _Workspace(2, min(chunk, L), bsz, N, d, u.device)
     loops = _loops_for(u.device, bsz * N * d)
@@ -377,7 +478,7 @@ def _scan_bwd_torch(dout, u, delta, A, B, C, D, z, delta_bias, ckpt, softplus: b
     bsz, d, L = u.shape
     N = A.shape[1]
     At = A.float().t().contiguous()
-    a_max = _abs_max(At)
+    a_max = _abs_max(At) if u.device.type == 'cpu' else None  # no host sync on a GPU
     n_chunks = ckpt.shape[0] - 1
     ws = _Workspace(4, min(chunk, L), bsz, N, d, u.device)  # decay, state, adjoint, scratch
     loops = _loops_for(u.device, bsz * N * d)
