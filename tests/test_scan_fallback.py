@@ -51,9 +51,9 @@ def gpu(monkeypatch):
     probe = ss._probe_triton
     probed = []
 
-    def probe_on_cpu(device):
+    def probe_on_cpu(device, variant=None):
         probed.append(str(device))
-        probe(torch.device('cpu'))
+        probe(torch.device('cpu'), variant)
 
     monkeypatch.setattr(ss, '_probe_triton', probe_on_cpu)
     return probed
@@ -157,7 +157,35 @@ def test_probe_runs_on_real_tensors_under_fake_mode(gpu):
         with warnings.catch_warnings():
             warnings.simplefilter('error')
             assert resolve_scan_backend('cuda') == 'triton'
-    assert gpu == ['cuda:0'] and ss._triton_launches == {'cuda:0': None}
+    assert gpu == ['cuda:0'] and ss._triton_launches == {('cuda:0', None): None}
+
+
+def test_each_kernel_variant_is_probed_and_falls_back_alone(gpu, monkeypatch):
+    """The kernels a call compiles depend on its width, state size, optional inputs and dtype: a variant that fails
+    (here: any call with a gate z, as vGamba's mixer makes) falls back alone; GSSM's (no z) keeps Triton. The probe
+    runs the variant's own inputs."""
+    seen = []
+
+    def fails_with_z(u, delta, A, B, C, D, z, *args, **kwargs):
+        seen.append((u.shape[1], A.shape[1], z is not None, u.dtype))
+        if z is not None:
+            raise RuntimeError('OutOfResources: shared memory')
+        return _fwd_ok(u, delta, A, B, C, D, z, *args, **kwargs)
+
+    monkeypatch.setattr(ts, 'scan_fwd', fails_with_z)
+    gssm = (256, 8, True, False, True, True, 'bfloat16')
+    vgamba = (512, 64, True, True, True, True, 'float32')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert resolve_scan_backend('cuda', variant=gssm) == 'triton'
+    with pytest.warns(RuntimeWarning, match='OutOfResources'):
+        assert resolve_scan_backend('cuda', variant=vgamba) == 'torch'
+    assert resolve_scan_backend('cuda', variant=gssm) == 'triton'  # cached, no new probe
+    assert seen == [(256, 8, False, torch.bfloat16), (512, 64, True, torch.float32)]
+    with pytest.raises(RuntimeError, match='failed to launch there'):
+        resolve_scan_backend('cuda', 'triton', variant=vgamba)
+    assert ss._variant(torch.zeros(2, 512, 5), torch.zeros(512, 64), torch.zeros(512), torch.zeros(2, 512, 5),
+                       torch.zeros(512), True) == vgamba
 
 
 @pytest.mark.slow

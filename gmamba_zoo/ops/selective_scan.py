@@ -188,32 +188,51 @@ def _why_not(name: str, device_type: str) -> Optional[str]:
     return None
 
 
-# The outcome of the Triton kernels' first launch on each device (str(device) -> None or the error), once a process.
+# The outcome of the Triton kernels' first launch on each device and variant ((str(device), variant) -> None or the
+# error), once a process.
 _triton_launches: dict = {}
 _triton_launch_lock = threading.Lock()
 
+# A scan's kernel variant: what decides which Triton kernels a call compiles (its blocks follow from the width and
+# the state size; its flags from the optional inputs; its pointer types from the dtype): (dim, d_state, has D,
+# has z, has delta_bias, softplus, dtype). A variant of None probes the mixers' usual one.
+_Variant = Tuple[int, int, bool, bool, bool, bool, str]
+_PROBE_DEFAULT: _Variant = (64, 16, True, True, True, True, 'float32')
+_PROBE_MAX_DIM = 1024  # the kernels' blocks stop growing with the width long before this
 
-def _probe_triton(device: torch.device) -> None:
-    """Launch the Triton forward and backward kernels once on tiny inputs on ``device``; raises what they raise.
 
-    The inputs give the kernels the blocks of the models' scans (d_state 16: forward tiles [8, 16, 32], backward
-    [4, 16, 32]) with every optional input and the softplus, so this compiles the largest variant of each kernel.
-    Runs outside any dispatch mode (FakeTensorMode, a tracer's): it needs real tensors.
+def _variant(u: Tensor, A: Tensor, D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+             softplus: bool) -> Optional[_Variant]:
+    """The kernel variant of a call, or None when its sizes are symbolic (tracing with dynamic shapes)."""
+    dim, dstate = u.shape[1], A.shape[1]
+    if not (isinstance(dim, int) and isinstance(dstate, int)):
+        return None
+    return (min(dim, _PROBE_MAX_DIM), dstate, D is not None, z is not None, delta_bias is not None, bool(softplus),
+            str(u.dtype).replace('torch.', ''))
+
+
+def _probe_triton(device: torch.device, variant: Optional[_Variant] = None) -> None:
+    """Launch the Triton forward and backward kernels once on tiny inputs of ``variant`` on ``device`` (64 steps,
+    batch 1, the call's width, state size, optional inputs and dtype, so the same kernels compile); raises what they
+    raise. Runs outside any dispatch mode (FakeTensorMode, a tracer's): it needs real tensors.
     """
     from torch.utils._python_dispatch import _disable_current_modes
 
     ts = _triton_kernel.module
+    d, n, has_d, has_z, has_bias, softplus, dtype = variant or _PROBE_DEFAULT
     with _disable_current_modes(), torch.no_grad():
         g = torch.Generator().manual_seed(0)
-        b, d, n, L = 1, 8, 16, KERNEL_CHUNK_SIZE
-        r = lambda *shape: torch.randn(*shape, generator=g, device='cpu').to(device)
-        u, delta, B, C, z, dout = r(b, d, L), r(b, d, L), r(b, n, L), r(b, n, L), r(b, d, L), r(b, d, L)
-        A, D, bias = -torch.rand(d, n, generator=g, device='cpu').to(device) - 0.5, r(d), r(d)
-        out, ckpt = ts.scan_fwd(u, delta, A, B, C, D, z, bias, True, KERNEL_CHUNK_SIZE)
-        grads = ts.scan_bwd(dout, u, delta, A, B, C, D, z, bias, ckpt, True, KERNEL_CHUNK_SIZE)
+        b, L = 1, KERNEL_CHUNK_SIZE
+        r = lambda *shape, dt=getattr(torch, dtype): torch.randn(*shape, generator=g).to(device, dt)
+        u, delta, B, C, dout = r(b, d, L), r(b, d, L), r(b, n, L), r(b, n, L), r(b, d, L)
+        z = r(b, d, L) if has_z else None
+        A = (-torch.rand(d, n, generator=g) - 0.5).to(device)
+        D, bias = (r(d, dt=torch.float32) if has_d else None), (r(d, dt=torch.float32) if has_bias else None)
+        out, ckpt = ts.scan_fwd(u, delta, A, B, C, D, z, bias, softplus, KERNEL_CHUNK_SIZE)
+        grads = ts.scan_bwd(dout, u, delta, A, B, C, D, z, bias, ckpt, softplus, KERNEL_CHUNK_SIZE)
         if device.type == 'cuda':
             torch.cuda.synchronize(device)  # a failed launch may only surface here
-        if not all(bool(torch.isfinite(t).all()) for t in (out, *grads)):
+        if not all(bool(torch.isfinite(t).all()) for t in (out, *grads) if t is not None):
             raise RuntimeError('the Triton kernels ran but returned non-finite values on finite inputs')
 
 
@@ -224,18 +243,19 @@ def _indexed(device: torch.device) -> torch.device:
     return device
 
 
-def _triton_launch_error(device: torch.device) -> Optional[str]:
-    """Why the Triton kernels failed to launch on ``device`` (from :func:`_probe_triton`, run once per device and
-    cached for the process), or None when they ran or there is no real GPU to launch on (fake CUDA tensors)."""
+def _triton_launch_error(device: torch.device, variant: Optional[_Variant] = None) -> Optional[str]:
+    """Why the Triton kernels of ``variant`` failed to launch on ``device`` (from :func:`_probe_triton`, run once per
+    device and variant and cached for the process), or None when they ran or there is no real GPU to launch on (fake
+    CUDA tensors)."""
     if device.type == 'cuda' and not torch.cuda.is_available():
         return None
     device = _indexed(device)
-    key = str(device)
+    key = (str(device), variant)
     if key not in _triton_launches:
         with _triton_launch_lock:
             if key not in _triton_launches:
                 try:
-                    _probe_triton(device)
+                    _probe_triton(device, variant)
                     _triton_launches[key] = None
                 except Exception as e:  # any failure: CompilationError, OutOfResources, a driver error, ...
                     msg = str(e).strip()
@@ -243,18 +263,21 @@ def _triton_launch_error(device: torch.device) -> Optional[str]:
     return _triton_launches[key]
 
 
-def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str] = None) -> str:
+def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str] = None,
+                         variant: Optional[_Variant] = None) -> str:
     """Which backend runs for tensors on ``device``: ``'torch'``, ``'numba'``, ``'triton'`` or ``'cuda'``.
 
     ``'auto'`` picks cuda > triton > torch for CUDA tensors and numba > torch on CPU; a backend it passes over for a
     reason the user can fix (a missing package, a Triton older than :data:`MIN_TRITON`) is named once in a
-    ``RuntimeWarning``. The first time it would pick Triton on a GPU it launches the Triton kernels there once
-    (:func:`_probe_triton`); if that raises, it warns once with the error and picks ``'torch'`` for that GPU for the
-    rest of the process.
+    ``RuntimeWarning``. The first time it would pick Triton on a GPU for a kernel variant it launches the Triton
+    kernels of that variant there once (:func:`_probe_triton`); if that raises, it warns once with the error and
+    picks ``'torch'`` for that GPU and variant for the rest of the process.
 
     Args:
         device: Device of the scan's inputs.
         backend: Explicit request; ``None`` uses :func:`get_scan_backend`.
+        variant: The call's kernel variant (width, state size, optional inputs, softplus, dtype), which decides the
+            Triton kernels it compiles; None stands for the mixers' usual one.
 
     Raises:
         RuntimeError: A backend requested by name cannot run here; the message says why (device, missing package,
@@ -266,7 +289,7 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
     if name != 'auto':
         why = _why_not(name, device_type)
         if why is None and name == 'triton' and device_type == 'cuda':
-            failed = _triton_launches.get(str(_indexed(device)))  # only an earlier auto probe's verdict
+            failed = _triton_launches.get((str(_indexed(device)), variant))  # only an earlier auto probe's verdict
             why = None if failed is None else (f"scan backend 'triton' cannot run on {_indexed(device)}: its kernels "
                                                f'failed to launch there ({failed}).')
         if why is not None:
@@ -276,14 +299,15 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
     for candidate in _AUTO_ORDER.get(device_type, ()):
         why = _why_not(candidate, device_type)
         if why is None and candidate == 'triton' and device_type == 'cuda':
-            failed = _triton_launch_error(device)
+            failed = _triton_launch_error(device, variant)
             if failed is not None:
                 key = ('triton-launch', str(_indexed(device)))
                 if key not in _warned:
                     _warned.add(key)
                     warnings.warn(f"The Triton selective-scan kernels failed on {_indexed(device)} ({failed}); "
-                                  "scan backend 'auto' uses the PyTorch scan ('torch': correct, slower) on this "
-                                  "device from now on. A Triton or driver mismatch is the usual cause (docs/gpu.md); "
+                                  "scan backend 'auto' uses the PyTorch scan ('torch': correct, slower) there "
+                                  "from now on for every scan whose kernels fail (each kind of scan is tried once; "
+                                  "this is said once). A Triton or driver mismatch is the usual cause (docs/gpu.md); "
                                   f"scan_backend('triton') raises this error.", RuntimeWarning, stacklevel=3)
                 continue
         if why is None:
@@ -296,12 +320,12 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
 
 
 @torch.compiler.assume_constant_result
-def _resolve_while_compiling(device_type: str, backend: Optional[str]) -> str:
+def _resolve_while_compiling(device_type: str, backend: Optional[str], variant: Optional[_Variant] = None) -> str:
     """:func:`resolve_scan_backend` run once while torch.compile or torch.export traces, its answer a constant of the
     graph: the first probe of an optional kernel imports it under a lock, which the tracer cannot enter (a graph
     break, an error with ``fullgraph=True`` or in torch.export). A compiled graph keeps the backend it was traced with.
     """
-    return resolve_scan_backend(device_type, backend)
+    return resolve_scan_backend(device_type, backend, variant)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -750,8 +774,9 @@ def selective_scan_fn(
         B, C = (t.squeeze(1) if t.dim() == 4 else t for t in (B, C))
     else:
         B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
-    name = (_resolve_while_compiling(u.device.type, backend) if torch.compiler.is_compiling()
-            else resolve_scan_backend(u.device, backend))
+    variant = _variant(u, A, D, z, delta_bias, delta_softplus)
+    name = (_resolve_while_compiling(u.device.type, backend, variant) if torch.compiler.is_compiling()
+            else resolve_scan_backend(u.device, backend, variant))
     if chunk_size is None and name == 'torch':
         step = u.shape[0] * A.shape[1] * u.shape[1]
         # torch.export with a symbolic batch: size the chunks for one sample rather than specialise on the batch (the
