@@ -42,6 +42,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from ..bench.progress import Progress, add_quiet_argument
 from .card import DEFAULT_GITHUB_REPO, WeightsSource, model_card, model_facts, model_family, pretrained_weights
 from .checkpoint import CheckpointMismatchError, _list_keys, file_sha256, load_checkpoint_into, read_checkpoint
 
@@ -315,6 +316,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f'(default {DEFAULT_GITHUB_REPO})')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip reloading the folder through timm and comparing every tensor')
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -325,6 +327,13 @@ def run(args: argparse.Namespace) -> int:
     model_args = dict(args.model_args)
     if args.num_classes is not None:
         model_args['num_classes'] = args.num_classes
+    upload = bool(args.repo_id and not args.dry_run)
+    with Progress('push-to-hub', 2 + (not args.no_verify) + upload, 'stage', args.quiet) as progress:
+        return _run(args, model_args, upload, progress)
+
+
+def _run(args: argparse.Namespace, model_args: Dict[str, Any], upload: bool, progress: Progress) -> int:
+    progress.stage(f'build {args.name}')
     try:
         model, weights = build_model(args.name, checkpoint=args.checkpoint, pretrained=args.pretrained,
                                      use_ema=args.ema, blocks_trained=args.blocks_trained, notes=args.notes,
@@ -332,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, CheckpointMismatchError) as e:
         raise SystemExit(f'push-to-hub: {e}') from e
     model.eval()
+    progress.done()
     label_names = None
     if args.label_names is not None:
         try:
@@ -341,20 +351,26 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f'push-to-hub: --label-names: {e}') from e
     out = args.out or Path('hub_export') / args.name
     flops_size = None if args.no_flops else (3, args.flops_size, args.flops_size)
+    progress.stage('write the folder' + ('' if flops_size is None else ', count FLOPs for the card'))
     try:
         export_for_hub(model, out, weights, repo_id=args.repo_id, license=args.license, flops_input_size=flops_size,
                        github_repo=args.github_repo, overwrite=args.overwrite, label_names=label_names)
     except (FileExistsError, ValueError) as e:
         raise SystemExit(f'push-to-hub: {e}') from e
-    print(f'wrote {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
-    print(f'weights: {weights.statement(model_family(args.name))}')
+    progress.done()
+    progress.print(f'wrote {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
+    progress.print(f'weights: {weights.statement(model_family(args.name))}')
     if not args.no_verify:
+        progress.stage('verify: reload through timm')
         verify_export(out, model)
-        print('verified: timm rebuilds the folder (local-dir:) with every tensor equal')
-    if args.repo_id and not args.dry_run:
+        progress.done()
+        progress.print('verified: timm rebuilds the folder (local-dir:) with every tensor equal')
+    if upload:
+        progress.stage(f'upload to {args.repo_id}')
         info = upload_folder(out, args.repo_id, private=args.private, revision=args.revision,
                              commit_message=args.commit_message)
-        print(f'uploaded to https://huggingface.co/{args.repo_id}: {getattr(info, "commit_url", info)}')
+        progress.done()
+        progress.print(f'uploaded to https://huggingface.co/{args.repo_id}: {getattr(info, "commit_url", info)}')
     elif args.repo_id:
-        print('dry run: nothing uploaded; upload with the same command without --dry-run')
+        progress.print('dry run: nothing uploaded; upload with the same command without --dry-run')
     return 0
