@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -29,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .machine import command_line, load_average, machine, write_report
+from .progress import Progress, add_quiet_argument
 
 __all__ = ['KINDS', 'kind_of', 'op_times', 'breakdown', 'add_arguments', 'run']
 
@@ -172,6 +172,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--iters', type=int, default=20, help='timed forwards, and profiled forwards')
     p.add_argument('--threads', type=int, help="intra-op threads (default: torch's)")
     p.add_argument('--out', type=Path, help='write the Markdown report here and JSON beside it (.json)')
+    add_quiet_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,9 +181,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     load_before = load_average()
     reports = []
-    for name in args.models:
-        print(f'{name} ...', file=sys.stderr, flush=True)
-        reports.append(breakdown(name, args.img_size, args.warmup, args.iters))
+    with Progress('bench-breakdown', len(args.models), 'model', args.quiet) as progress:
+        for name in args.models:
+            progress.stage(name)
+            progress(f'{name} ...')
+            reports.append(breakdown(name, args.img_size, args.warmup, args.iters))
+            progress.done()
     rep_machine, load = machine(), [load_before, load_average()]
     write_report(args.out, markdown(reports, rep_machine, load, command_line('scripts/time_breakdown.py',
                                                                               'bench-breakdown', args)),
