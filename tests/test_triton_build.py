@@ -100,3 +100,19 @@ def test_every_launch_compiles_for_every_target():
     assert tb.failures(rows) == []
     spills = [r for r in rows if not r['origin'].startswith('edge') and r['spill_stores'] + r['spill_loads']]
     assert spills == []
+
+
+@pytest.mark.slow
+def test_cli_writes_the_table(tmp_path):
+    """`gmamba-zoo triton-build` for one model and one target: the Markdown table and its JSON, exit 0."""
+    import json
+
+    from gmamba_zoo.cli import main
+    out = tmp_path / 'build.md'
+    assert main(['triton-build', '--models', 'resnet18_gmamba', '--targets', '90', '--no-edges', '--workers', '1',
+                 '--quiet', '--out', str(out)]) == 0
+    text = out.read_text()
+    assert '| kernel | config | dtype | launched by | sm_90 |' in text
+    rows = json.loads(out.with_suffix('.json').read_text())['rows']
+    assert {r['dtype'] for r in rows} == {'float32', 'float16', 'bfloat16'} and all(r['ok'] for r in rows)
+    assert {r['kernel'] for r in rows} == {'fwd_kernel', 'bwd_kernel'}

@@ -29,13 +29,16 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from .progress import add_quiet_argument
+
 __all__ = ['TARGETS', 'Launch', 'ScanInputs', 'capture_launches', 'model_scan_inputs', 'edge_scan_inputs',
-           'launches_for', 'compile_launch', 'build_matrix', 'report', 'add_arguments', 'run']
+           'launches_for', 'compile_launch', 'build_matrix', 'failures', 'report', 'add_arguments', 'run']
 
 # Compute capability -> the most shared memory one block may use (the opt-in maximum, bytes), from the CUDA C++
 # Programming Guide's table of technical specifications per compute capability.
@@ -277,18 +280,21 @@ def _compile_job(job: Tuple[Launch, int]) -> Dict[str, Any]:
 
 
 def build_matrix(launches: Sequence[Launch], targets: Sequence[int] = tuple(TARGETS), workers: int = 1,
-                 progress: bool = False) -> List[Dict[str, Any]]:
-    """:func:`compile_launch` for every launch and target (``workers`` processes)."""
+                 progress: Optional[Any] = None) -> List[Dict[str, Any]]:
+    """:func:`compile_launch` for every launch and target (``workers`` processes); each compiled kernel is a step of
+    ``progress`` (a :class:`gmamba_zoo.bench.progress.Progress`) when given."""
     jobs = [(launch, cap) for launch in launches for cap in targets]
+    if progress is not None:
+        progress.add(len(jobs))
     rows: List[Dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         results = (map(_compile_job, jobs) if workers <= 1
                    else stack.enter_context(ProcessPoolExecutor(workers)).map(_compile_job, jobs))
         for row in results:
             rows.append(row)
-            if progress:
-                print(f'[{len(rows)}/{len(jobs)}] {row["kernel"]} {row["target"]} {row["dtype"]} {row["config"]}: '
-                      f'{"ok" if row["ok"] else "FAILED"} ({row["seconds"]} s)', flush=True)
+            if progress is not None:
+                progress.done(f'[{len(rows)}/{len(jobs)}] {row["kernel"]} {row["target"]} {row["dtype"]} '
+                              f'{row["config"]}: {"ok" if row["ok"] else "FAILED"} ({row["seconds"]} s)')
     return rows
 
 
@@ -344,6 +350,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compile every distinct specialisation of the arguments, not one launch per kernel, "
                              "configuration and dtype")
     parser.add_argument('--out', type=str, default=None, help='write the Markdown report here (and .json beside it)')
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -351,19 +358,22 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import list_models
     from .machine import command_line, machine, write_report
-    names = args.models if args.models else [n for n in list_models()]
-    inputs = model_scan_inputs(names, args.img_size) + ([] if args.no_edges else edge_scan_inputs())
-    launches = launches_for(inputs, args.every_specialisation)
-    print(f'{len(launches)} distinct launches x {len(args.targets)} targets', flush=True)
-    t = time.perf_counter()
-    rows = build_matrix(launches, args.targets, args.workers, progress=True)
+    from .progress import Progress
+    names = args.models if args.models else list_models()
+    with Progress('triton-build', unit='kernel', quiet=args.quiet) as progress:
+        progress.stage('recording the models\' scan calls')
+        inputs = model_scan_inputs(names, args.img_size) + ([] if args.no_edges else edge_scan_inputs())
+        launches = launches_for(inputs, args.every_specialisation)
+        progress(f'{len(launches)} distinct launches x {len(args.targets)} targets')
+        progress.stage('compiling')
+        t = time.perf_counter()
+        rows = build_matrix(launches, args.targets, args.workers, progress)
     bad = failures(rows)
     m = machine()
     header = (f'Compiled {len(rows)} kernels in {time.perf_counter() - t:.0f} s with triton {triton.__version__} '
               f'(torch {torch.__version__}) on {m["cpu"]}, {m["date"]}, no GPU: '
               f'`{command_line("scripts/triton_build.py", "triton-build", args)}`. '
               f'Each cell: registers per thread / spill stores + loads (bytes) / shared memory (KiB).\n')
-    from pathlib import Path
     write_report(Path(args.out) if args.out else None, report(rows, header),
                  dict(machine=m, triton=triton.__version__, rows=rows, failures=bad))
     for line in bad:
