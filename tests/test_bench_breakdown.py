@@ -16,6 +16,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 @pytest.mark.parametrize('op, kind', [
     ('aten::mkldnn_convolution', 'convolution'), ('aten::_slow_conv2d_forward', 'convolution'),
     ('mkldnn::_linear_pointwise', 'linear, matmul'), ('aten::addmm', 'linear, matmul'), ('aten::mm', 'linear, matmul'),
+    ('aten::linear', 'linear, matmul'), ('aten::upsample_linear1d', 'elementwise, copies, allocation'),
     ('gmamba_zoo::selective_scan', 'selective scan'), ('aten::_fft_r2c', 'FFT'), ('aten::_fft_c2r', 'FFT'),
     ('aten::_scaled_dot_product_flash_attention_for_cpu', 'attention'), ('aten::native_layer_norm', 'normalisation'),
     ('aten::max_pool2d_with_indices', 'pooling, reductions'), ('aten::mean', 'pooling, reductions'),
@@ -56,6 +57,18 @@ def test_operator_kinds_inside_attention(op, in_attention, kind):
     short = op.split('::')[-1]  # the FLOP counter's name, where it counts the op
     if short in ('matmul', 'bmm', 'linear', 'scaled_dot_product_attention'):
         assert flop_kind(short, in_attention) == kind
+
+
+
+@pytest.mark.parametrize('in_attention', [False, True])
+def test_every_counted_operator_has_one_kind(in_attention):
+    """An operator the FLOP counter counts goes to the same kind under the profiler's name as under the counter's."""
+    from gmamba_zoo.flops.counter import FLOP_HANDLES
+    for op in FLOP_HANDLES:
+        short = op.split('::')[1]
+        short = {'_convolution': 'conv'}.get(short, short)  # fvcore's name for its convolution handle
+        assert kind_of(op, in_attention) == flop_kind(short, in_attention), op
+    assert kind_of('aten::upsample_bilinear2d') == flop_kind('upsample_bilinear2d') != 'linear, matmul'
 
 
 class TinyAttention(nn.Module):
@@ -152,3 +165,15 @@ def test_attention_of_a_vgamba_counts_where_it_runs(monkeypatch):
     assert 'aten::scaled_dot_product_attention' in times['attention']
     assert all(sum(times[k].values()) > 0 for k, v in macs.items() if v)
     assert not any(k in op for op in times['linear, matmul'] for k in ('matmul', 'bmm', 'scaled_dot_product'))
+
+
+def test_img_size_repeats_and_is_checked():
+    import argparse
+    from gmamba_zoo.bench.breakdown import add_arguments, run
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).img_size is None  # run() takes 224 x 224
+    assert parser.parse_args(['--img-size', '224', '224', '--img-size', '512', '512']).img_size == [[224, 224],
+                                                                                                   [512, 512]]
+    with pytest.raises(SystemExit, match='two positive ints'):
+        run(parser.parse_args(['--img-size', '0', '64']))

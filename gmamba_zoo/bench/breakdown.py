@@ -1,8 +1,8 @@
 """Where a model's forward time goes, by kind of operation, beside its plain backbone.
 
 ``python scripts/time_breakdown.py --models resnet18_gmamba vgamba_b --img-size 224 224 --img-size 512 512 --out
-docs/time-breakdown.md`` (also ``gmamba-zoo bench-breakdown``). For each size, model and its baseline (batch 1, eval, ``torch.no_grad``, built as the
-benchmark builds them), in one process:
+docs/time-breakdown.md`` (also ``gmamba-zoo bench-breakdown``). For each size, model and its baseline (batch 1, eval,
+``torch.no_grad``, built as the benchmark builds them), in one process:
 
 * wall time: the median of ``iters`` forwards, model and baseline alternating, without the profiler;
 * per kind of operation: the time of every operator the model calls (an operator called by no other operator,
@@ -48,7 +48,7 @@ ATTENTION = 'attention'
 #: names are those of :data:`gmamba_zoo.flops.counter.FLOP_HANDLES` without ``aten::``/``gmamba_zoo::``.
 KINDS: Tuple[Tuple[str, Tuple[str, ...], Tuple[str, ...]], ...] = (
     ('convolution', ('convolution', 'conv2d', 'conv1d', 'conv_depthwise', 'slow_conv'), ('conv',)),
-    ('linear, matmul', ('linear', 'addmm', '::mm', 'bmm', 'matmul', 'einsum'),
+    ('linear, matmul', ('::linear', '_linear_pointwise', 'addmm', '::mm', 'bmm', 'matmul', 'einsum'),
      ('linear', 'mm', 'matmul', 'addmm', 'bmm', 'baddbmm', 'einsum')),
     ('selective scan', ('selective_scan',), ('selective_scan',)),
     ('FFT', ('fft',), ('fft_rfft', 'fft_irfft', 'fft_fft', 'fft_ifft', 'fft_rfft2', 'fft_irfft2', 'fft_fft2',
