@@ -53,6 +53,8 @@ COMMANDS: Dict[str, Command] = {
                          'and a scan-only variant on the corner-colour task'),
     'train': Command('gmamba_zoo.train.finetune', 'fine-tune a model on an ImageFolder data set (single process, or '
                      'DDP under torchrun)'),
+    'timm': Command('gmamba_zoo.integrations.timm_scripts', "run one of timm's scripts (train.py, validate.py, ...) "
+                    'with the zoo models registered: gmamba-zoo timm SCRIPT.py [ARGS ...]'),
 }
 
 

@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..bench.progress import Progress, add_quiet_argument
 from ..layers import GMambaBlock
 
 __all__ = ['PALETTE', 'make_corner_task', 'TinyNet', 'build_model', 'receptive_field', 'train_and_evaluate',
@@ -237,18 +238,22 @@ def train_and_evaluate(model: nn.Module, train: Callable[[int], Tuple[Tensor, Te
     return history
 
 
-def run_benchmark(args: argparse.Namespace, log=print) -> dict:
-    """Generate the data, train every variant for every seed, return all numbers (and the reach check)."""
+def run_benchmark(args: argparse.Namespace, log: Optional[Progress] = None) -> dict:
+    """Generate the data, train every variant for every seed, return all numbers (and the reach check).
+
+    ``log`` counts the steps (per variant: the criterion, then every epoch of every seed) and prints a line per step
+    on stdout; default: the lines only.
+    """
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return _run_benchmark(args, log)
+        return _run_benchmark(args, log or Progress('longrange', quiet=True))
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_benchmark(args: argparse.Namespace, log) -> dict:
+def _run_benchmark(args: argparse.Namespace, log: Progress) -> dict:
     from .perception import gradient_criterion
     task = dict(size=args.size, mark=args.mark, jitter=args.jitter, margin=1, colours=args.colours, noise=args.noise)
     test = make_corner_task(args.test, seed=args.data_seed, **task)
@@ -261,21 +266,28 @@ def _run_benchmark(args: argparse.Namespace, log) -> dict:
                'epochs': args.epochs, 'batch_size': args.batch_size, 'lr': args.lr, 'layer_scale': args.layer_scale,
                'blocks': list(args.blocks),
                'min_span_px': gap, 'models': {}}
+    log.add(len(args.variants) * (1 + len(args.seeds) * args.epochs))
     for variant in args.variants:
+        log.stage(f'{variant}: gradient criterion')
         model = build_model(variant, 0, args.layer_scale, gmamba_blocks=args.blocks, size=args.size)
         crit = gradient_criterion(model, (3, args.size, args.size), positions=[(0, 0)], forward='forward_features',
                                   chunk_size=64)
         info = dict(params=sum(p.numel() for p in model.parameters()), conv_rf_px=receptive_field(model),
                     criterion_tau=crit.tau, criterion_holds=crit.holds, runs={})
-        log(f'{variant}: {info["params"]} params, conv receptive field {info["conv_rf_px"]} px; gradient criterion '
-            f'at the first output position: tau={crit.tau:.2e} ({"holds" if crit.holds else "fails"})')
+        log.print(f'{variant}: {info["params"]} params, conv receptive field {info["conv_rf_px"]} px; gradient '
+                  f'criterion at the first output position: tau={crit.tau:.2e} ({"holds" if crit.holds else "fails"})')
+        log.done()
         for seed in args.seeds:
+            log.stage(f'{variant} seed {seed}: training')
             model = build_model(variant, seed, args.layer_scale, gmamba_blocks=args.blocks, size=args.size)
-            info['runs'][seed] = train_and_evaluate(
-                model, train, test, args.epochs, args.batch_size, args.lr, seed=seed,
-                log=lambda r, v=variant, s=seed: log(
-                    f"  {v} seed {s} epoch {r['epoch']}: loss {r['train_loss']:.4f} train acc {r['train_acc']:.3f} "
-                    f"test acc {r['test_acc']:.3f} ({r['seconds']:.1f} s)"))
+
+            def epoch_done(r: dict, v: str = variant, s: int = seed) -> None:
+                log.print(f"  {v} seed {s} epoch {r['epoch']}: loss {r['train_loss']:.4f} train acc "
+                          f"{r['train_acc']:.3f} test acc {r['test_acc']:.3f} ({r['seconds']:.1f} s)")
+                log.done()
+
+            info['runs'][seed] = train_and_evaluate(model, train, test, args.epochs, args.batch_size, args.lr,
+                                                    seed=seed, log=epoch_done)
         results['models'][variant] = info
     return results
 
@@ -397,6 +409,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='Markdown report path; the PNG plot and JSON go beside it (same stem); None: print the '
                              'report')
     parser.add_argument('--no-plot', action='store_true', help='skip the PNG (no matplotlib needed)')
+    add_quiet_argument(parser)
 
 
 def _load() -> str:
@@ -412,7 +425,8 @@ def run(args: argparse.Namespace) -> int:
         require_matplotlib()  # fail before training
     from ..bench.machine import machine
     t0, load0 = time.perf_counter(), _load()
-    results = run_benchmark(args)
+    with Progress('longrange', unit='step', quiet=args.quiet) as progress:
+        results = run_benchmark(args, progress)
     mach = machine()
     mach.update(threads=args.threads or torch.get_num_threads(), minutes=(time.perf_counter() - t0) / 60,
                 load=f'{load0} at the start, {_load()} at the end')

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..bench.progress import Progress, add_quiet_argument
 from ..models.features import feature_info_dicts
 
 __all__ = [
@@ -195,6 +196,7 @@ def gradient_criterion(
         chunk_size: int = 64,
         x: Optional[Tensor] = None,
         seed: int = 0,
+        progress: Optional[Progress] = None,
 ) -> GlobalPerceptionResult:
     """The paper's global-perception criterion, computed exactly.
 
@@ -227,6 +229,7 @@ def gradient_criterion(
         chunk_size: Jacobian rows per forward/backward pass (memory against speed).
         x: The point at which to take the Jacobian, [C, H, W] or [1, C, H, W]; default standard normal from ``seed``.
         seed: Seed of the default input.
+        progress: Counts the forward/backward passes when given.
 
     Returns:
         A :class:`GlobalPerceptionResult`: the [P, H, W] norm maps, taus, tau, holds and ``report()``.
@@ -262,6 +265,8 @@ def gradient_criterion(
     rows = [(k, c) for k in range(len(pos)) for c in range(c_out)]
     sq = torch.zeros(len(pos), c_in, h_in, w_in, dtype=dtype, device=device)  # summed over output channels
     elem_max = torch.zeros_like(sq) if per_channel else None
+    progress = progress or Progress('criterion', quiet=True)
+    progress.add(-(-len(rows) // chunk_size))
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start:start + chunk_size]
         xb = x.expand(len(chunk), -1, -1, -1).clone().requires_grad_(True)
@@ -271,6 +276,7 @@ def gradient_criterion(
         sel = out[idx, torch.tensor([c for _, c in chunk], device=device),
                   torch.tensor([p[0] for p in ks], device=device), torch.tensor([p[1] for p in ks], device=device)]
         grad, = torch.autograd.grad(sel.sum(), xb, allow_unused=True)
+        progress.done()
         if grad is None:
             continue
         for r, (k, _) in enumerate(chunk):
@@ -515,6 +521,7 @@ def add_erf_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--decades', type=float, default=6.0, help='orders of magnitude shown (default 6)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--out', type=Path, default=Path('.'), help='output folder (default: current)')
+    add_quiet_argument(parser)
 
 
 def run_erf(args: argparse.Namespace) -> int:
@@ -525,6 +532,17 @@ def run_erf(args: argparse.Namespace) -> int:
         return _run_erf(args)
     finally:
         torch.set_num_threads(threads)
+
+
+def _erf_row(label: str, model: nn.Module, images: Tensor, stage: Optional[int]) -> Tuple[Tensor, Dict[str, float]]:
+    """One model's ERF map and its row of the report (areas holding 20/50/90% of it, non-zero support)."""
+    if stage is None:
+        erf = effective_receptive_field(model, images, forward='forward_features', output_layout=_output_layout(model))
+    else:  # timm's forward_intermediates returns NCHW maps for every backbone here
+        erf = effective_receptive_field(_Intermediate(model, stage), images)
+    ratios = [erf_area_ratio(erf, t) for t in (0.2, 0.5, 0.9)]
+    return erf, {'model': label, 'area_20': ratios[0], 'area_50': ratios[1], 'area_90': ratios[2],
+                 'support': float((erf > 0).float().mean())}
 
 
 def _run_erf(args: argparse.Namespace) -> int:
@@ -539,19 +557,15 @@ def _run_erf(args: argparse.Namespace) -> int:
     models = erf_models(args.name, args.layer_scale, args.seed)
     images = noise_images(args.images, (3, h, w), args.kind, seed=args.seed)
     maps, rows = {}, []
-    for label, model in models.items():
-        if args.stage is None:
-            erf = effective_receptive_field(model, images, forward='forward_features',
-                                            output_layout=_output_layout(model))
-        else:  # timm's forward_intermediates returns NCHW maps for every backbone here
-            erf = effective_receptive_field(_Intermediate(model, args.stage), images)
-        maps[label] = erf
-        ratios = [erf_area_ratio(erf, t) for t in (0.2, 0.5, 0.9)]
-        support = float((erf > 0).float().mean())
-        rows.append({'model': label, 'area_20': ratios[0], 'area_50': ratios[1], 'area_90': ratios[2],
-                     'support': support})
-        print(f'{label}: share of input area holding 20/50/90% of the ERF: '
-              + ' / '.join(f'{r:.3f}' for r in ratios) + f'; non-zero on {support:.3f} of the input', flush=True)
+    with Progress('erf', len(models), 'model', args.quiet) as progress:
+        for label, model in models.items():
+            progress.stage(f'{label}: {args.images} images')
+            maps[label], row = _erf_row(label, model, images, args.stage)
+            rows.append(row)
+            progress.print(f'{label}: share of input area holding 20/50/90% of the ERF: '
+                           + ' / '.join(f"{row[k]:.3f}" for k in ('area_20', 'area_50', 'area_90'))
+                           + f"; non-zero on {row['support']:.3f} of the input")
+            progress.done()
     where = 'last stage' if args.stage is None else f'feature tap {args.stage}'
     stem = f'erf-{args.name}-{h}x{w}' + ('' if args.stage is None else f'-tap{args.stage}')
     args.out.mkdir(parents=True, exist_ok=True)
@@ -586,6 +600,7 @@ def add_criterion_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--positions', type=int, nargs='+', default=None, metavar='I J',
                         help='output positions as row col pairs (default: first, centre, last)')
     parser.add_argument('--seed', type=int, default=0)
+    add_quiet_argument(parser)
 
 
 def run_criterion(args: argparse.Namespace) -> int:
@@ -609,7 +624,8 @@ def run_criterion(args: argparse.Namespace) -> int:
     if pos is not None and len(pos) % 2:
         raise SystemExit('gmamba-zoo criterion: --positions takes row col pairs.')
     pos = None if pos is None else list(zip(pos[::2], pos[1::2]))
-    res = gradient_criterion(model, (3, h, w), pos, stage=args.stage, seed=args.seed)
+    with Progress('criterion', unit='pass', quiet=args.quiet) as progress:
+        res = gradient_criterion(model, (3, h, w), pos, stage=args.stage, seed=args.seed, progress=progress)
     res.name = args.name + (' (scan-only)' if args.scan_only else '')
     print(res.report())
     return 0 if res.holds else 1

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from .machine import command_line, load_average, machine, write_report
+from .progress import Progress, add_quiet_argument
 
 __all__ = ['KINDS', 'ATTENTION', 'ATTENTION_MODULES', 'ATTENTION_OPS', 'kind_of', 'flop_kind', 'attention_modules',
            'op_times', 'macs_by_kind', 'breakdown', 'add_arguments', 'run']
@@ -279,6 +279,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--iters', type=int, default=20, help='timed forwards, and profiled forwards')
     p.add_argument('--threads', type=int, help="intra-op threads (default: torch's)")
     p.add_argument('--out', type=Path, help='write the Markdown report here and JSON beside it (.json)')
+    add_quiet_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,10 +292,13 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise SystemExit(f'gmamba-zoo bench-breakdown: --img-size takes two positive ints H W, got {bad}.')
     reports = []
-    for size in sizes:
-        for name in args.models:
-            print(f'{name} at {size[0]}x{size[1]} ...', file=sys.stderr, flush=True)
-            reports.append(breakdown(name, size, args.warmup, args.iters))
+    with Progress('bench-breakdown', len(sizes) * len(args.models), 'model', args.quiet) as progress:
+        for size in sizes:
+            for name in args.models:
+                progress.stage(f'{name} {size[0]}x{size[1]}')
+                progress(f'{name} at {size[0]}x{size[1]} ...')
+                reports.append(breakdown(name, size, args.warmup, args.iters))
+                progress.done()
     rep_machine, load = machine(), [load_before, load_average()]
     write_report(args.out, markdown(reports, rep_machine, load, command_line('scripts/time_breakdown.py',
                                                                               'bench-breakdown', args)),

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from .machine import load_average, machine
+from .progress import Progress, add_quiet_argument
 
 __all__ = ['bench_compile', 'add_arguments', 'run']
 
@@ -47,7 +48,7 @@ def _graphs_compiled() -> int:
 
 def bench_compile(model_name: str, sizes: Sequence[int] = (224,), batch: int = 1, backend: str = 'inductor',
                   device: str = 'cpu', repeats: int = 5, mode: Optional[str] = None,
-                  dynamic: Optional[bool] = None) -> List[Dict[str, Any]]:
+                  dynamic: Optional[bool] = None, progress: Optional[Progress] = None) -> List[Dict[str, Any]]:
     """Eager vs ``torch.compile(model, backend=..., mode=..., dynamic=...)`` inference of one model (GMamba blocks
     active: layer scale 0.1), at each of ``sizes`` in turn with the same compiled model.
 
@@ -55,23 +56,36 @@ def bench_compile(model_name: str, sizes: Sequence[int] = (224,), batch: int = 1
         One dict per size: ``first_call_s`` (the compiled model's first call at that size: compile or recompile
         included when one happens), ``graphs`` (graphs compiled so far in this process), ``eager_ms`` and
         ``compiled_ms`` (minimum over ``repeats``), ``max_abs_diff`` and ``rel_diff`` (L2) of the outputs.
+
+    ``progress`` (if given) gets 1 + 3 per size stages: the build, then per size the compiled model's first call,
+    the eager timing and the compiled timing.
     """
     import timm
+    progress = progress or Progress('bench-compile', quiet=True)
+    progress.add(1 + 3 * len(sizes))
+    progress.stage(f'build {model_name}')
     dev = torch.device(device)
     kwargs = dict(gmamba_kwargs=dict(layer_scale_init_value=0.1)) if model_name.endswith('_gmamba') else {}
     model = timm.create_model(model_name, **kwargs).eval().to(dev)
     torch.compiler.reset()  # nothing compiled earlier in this process is reused: every compile is timed
     compiled = torch.compile(model, backend=backend, mode=mode, dynamic=dynamic)
     graphs0, rows = _graphs_compiled(), []
+    progress.done()
     for size in sizes:
         x = torch.randn(batch, 3, size, size, device=dev)
         with torch.no_grad():
             y_eager = model(x)
+            progress.stage(f'{size}px: compile and first call')
             t = time.perf_counter()
             y_comp = compiled(x)
             first_call_s = time.perf_counter() - t
+            progress.done()
+            progress.stage(f'{size}px: eager timing')
             eager_ms = _time(model, x, repeats, dev)
+            progress.done()
+            progress.stage(f'{size}px: compiled timing')
             compiled_ms = _time(compiled, x, repeats, dev)
+            progress.done()
         diff = (y_comp.float() - y_eager.float())
         rows.append(dict(size=size, first_call_s=first_call_s, graphs=_graphs_compiled() - graphs0,
                          eager_ms=eager_ms, compiled_ms=compiled_ms, max_abs_diff=float(diff.abs().max()),
@@ -89,11 +103,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--dynamic', action='store_true', help='torch.compile(..., dynamic=True)')
     p.add_argument('--device', default='cpu')
     p.add_argument('--repeats', type=int, default=5)
+    add_quiet_argument(p)
 
 
 def run(a: argparse.Namespace) -> int:
     """``gmamba-zoo bench-compile``: print the comparison as JSON."""
-    rows = bench_compile(a.model, a.sizes, a.batch, a.backend, a.device, a.repeats, a.mode, a.dynamic or None)
+    with Progress('bench-compile', unit='stage', quiet=a.quiet) as progress:
+        rows = bench_compile(a.model, a.sizes, a.batch, a.backend, a.device, a.repeats, a.mode, a.dynamic or None,
+                             progress)
     print(json.dumps(dict(model=a.model, batch=a.batch, backend=a.backend, mode=a.mode, dynamic=a.dynamic,
                           device=a.device, machine=machine(), load_average=load_average(), runs=rows), indent=2))
     return 0

@@ -40,6 +40,7 @@ from torch import nn
 
 from ..ops import SCAN_BACKENDS
 from .machine import command_line, load_average, machine as scan_machine, proc_status, write_report
+from .progress import Progress, add_quiet_argument
 
 __all__ = [
     'AttentionBlock', 'measure', 'measure_paired', 'measure_peak', 'add_arguments', 'run', 'LATENCY_TARGET',
@@ -254,30 +255,44 @@ def _fmt_mem(x: Optional[float]) -> str:
     return '-' if x is None else f'{x:.0f}'
 
 
-def run_models(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[str], None]) -> List[Dict[str, Any]]:
+def _model_jobs(args: argparse.Namespace
+                ) -> Tuple[List[Tuple[str, str]], List[str], List[Tuple[str, Optional[str], str]]]:
+    """The model runs: peak memory (model, mode), peak memory with gradient checkpointing (model), and timing
+    (model, baseline, mode); each model and baseline is measured once."""
     pairs = _model_names(args)
     todo: List[str] = []
     for m, b in pairs:
         todo += [n for n in (m, b) if n and n not in todo]
+    memory_jobs = [] if args.no_memory else [(n, mode) for n in todo for mode in args.modes]
+    ckpt_jobs = todo if memory_jobs and getattr(args, 'grad_checkpointing', False) and 'fwd_bwd' in args.modes else []
+    return memory_jobs, ckpt_jobs, [(m, b, mode) for m, b in pairs for mode in args.modes]
+
+
+def _scaling_jobs(args: argparse.Namespace) -> List[Tuple[int, str, str]]:
+    """The scaling study's runs: (grid side, mode, block)."""
+    blocks = ['gmamba'] + [f'attn-{i}' for i in args.attn_impl]
+    return [(g, mode, blk) for mode in args.modes for g in args.grids for blk in blocks]
+
+
+def run_models(args: argparse.Namespace, base: Dict[str, Any], log: Progress) -> List[Dict[str, Any]]:
     size = {'size': list(args.img_size), 'batch': args.batch_size}
     peaks: Dict[Tuple[str, str], Optional[float]] = {}
-    if not args.no_memory:
-        jobs = [(n, mode) for n in todo for mode in args.modes]
-        for i, (n, mode) in enumerate(jobs, 1):
-            peaks[(n, mode)] = p = measure_peak({**base, **size, 'model': n, 'mode': mode})
-            log(f"[memory {i}/{len(jobs)}] {n} {mode}: peak {_fmt_mem(p)} MB")
-        if getattr(args, 'grad_checkpointing', False) and 'fwd_bwd' in args.modes:
-            for i, n in enumerate(todo, 1):
-                peaks[(n, 'ckpt')] = p = measure_peak(
-                    {**base, **size, 'model': n, 'mode': 'fwd_bwd', 'grad_ckpt': True})
-                log(f"[memory, gradient checkpointing {i}/{len(todo)}] {n} fwd_bwd: peak {_fmt_mem(p)} MB")
+    memory_jobs, ckpt_jobs, jobs = _model_jobs(args)
+    for i, (n, mode) in enumerate(memory_jobs, 1):
+        log.stage(f'memory: {n} {mode}')
+        peaks[(n, mode)] = p = measure_peak({**base, **size, 'model': n, 'mode': mode})
+        log.done(f"[memory {i}/{len(memory_jobs)}] {n} {mode}: peak {_fmt_mem(p)} MB")
+    for i, n in enumerate(ckpt_jobs, 1):
+        log.stage(f'memory, gradient checkpointing: {n}')
+        peaks[(n, 'ckpt')] = p = measure_peak({**base, **size, 'model': n, 'mode': 'fwd_bwd', 'grad_ckpt': True})
+        log.done(f"[memory, gradient checkpointing {i}/{len(ckpt_jobs)}] {n} fwd_bwd: peak {_fmt_mem(p)} MB")
     rows = []
-    jobs = [(m, b, mode) for m, b in pairs for mode in args.modes]
     for i, (m, b, mode) in enumerate(jobs, 1):
+        log.stage(f'time: {m} {mode}')
         r, *rb = measure_paired({**base, **size, 'mode': mode}, [m] + ([b] if b else []))
         rb = rb[0] if rb else None
-        log(f"[time {i}/{len(jobs)}] {m} {mode} batch {args.batch_size} {args.img_size[0]}x{args.img_size[1]}: "
-            f"{r['median_ms']:.1f} ms" + (f"; {b} {rb['median_ms']:.1f} ms" if rb else ''))
+        log.done(f"[time {i}/{len(jobs)}] {m} {mode} batch {args.batch_size} {args.img_size[0]}x{args.img_size[1]}: "
+                 f"{r['median_ms']:.1f} ms" + (f"; {b} {rb['median_ms']:.1f} ms" if rb else ''))
         rows.append({'model': m, 'baseline': b, 'mode': mode, **r, 'peak_mb': peaks.get((m, mode)),
                      'baseline_median_ms': rb and rb['median_ms'], 'baseline_img_per_s': rb and rb['img_per_s'],
                      'baseline_peak_mb': peaks.get((b, mode)),
@@ -287,18 +302,18 @@ def run_models(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[st
     return rows
 
 
-def run_scaling(args: argparse.Namespace, base: Dict[str, Any], log: Callable[[str], None]) -> List[Dict[str, Any]]:
+def run_scaling(args: argparse.Namespace, base: Dict[str, Any], log: Progress) -> List[Dict[str, Any]]:
     heads = args.heads or max(args.dim // 32, 1)
-    blocks = ['gmamba'] + [f'attn-{i}' for i in args.attn_impl]
-    jobs = [(g, mode, blk) for mode in args.modes for g in args.grids for blk in blocks]
+    jobs = _scaling_jobs(args)
     res: Dict[Tuple[int, str, str], Dict[str, Any]] = {}
     for i, (g, mode, blk) in enumerate(jobs, 1):
+        log.stage(f'scaling: {blk} {mode} {g}x{g}')
         spec = {**base, 'block': blk, 'dim': args.dim, 'heads': heads, 'grid': g, 'batch': args.batch_size,
                 'mode': mode}
         r = measure(spec, memory=not args.no_memory)
         res[(g, mode, blk)] = r
-        log(f"[{i}/{len(jobs)}] {blk} {mode} {g}x{g} tokens, dim {args.dim}: {r['median_ms']:.1f} ms, "
-            f"peak {_fmt_mem(r['peak_mb'])} MB")
+        log.done(f"[{i}/{len(jobs)}] {blk} {mode} {g}x{g} tokens, dim {args.dim}: {r['median_ms']:.1f} ms, "
+                 f"peak {_fmt_mem(r['peak_mb'])} MB")
     rows = []
     for mode in args.modes:
         for g in args.grids:
@@ -532,6 +547,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='scaling study: token grid sides')
     parser.add_argument('--attn-impl', nargs='+', choices=ATTN_IMPLS, default=list(ATTN_IMPLS))
     parser.add_argument('--out', type=Path, help='write the Markdown report here and JSON beside it (.json)')
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -540,14 +556,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit('gmamba-zoo benchmark: --device cuda but CUDA is not available.')
     load_before = load_average()
     mach, settings = machine(device), _settings(args, device)
-    log = lambda s: print(s, file=sys.stderr, flush=True)
-    log(f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, {mach['date']}")
-    log(f'settings: {_settings_line(settings)}')
-    base = {k: settings[k] for k in ('device', 'warmup', 'iters', 'channels_last', 'tf32', 'amp', 'scan_backend',
-                                     'threads')}
-    model_rows = run_models(args, base, log) if 'models' in args.what else []
-    flops_source = attach_flops(model_rows, args.img_size, getattr(args, 'count_flops', False), log)
-    scaling_rows = run_scaling(args, base, log) if 'scaling' in args.what else []
+    total = (sum(map(len, _model_jobs(args))) if 'models' in args.what else 0) + \
+        (len(_scaling_jobs(args)) if 'scaling' in args.what else 0)
+    with Progress('benchmark', total, 'run', args.quiet) as log:
+        log(f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, {mach['date']}")
+        log(f'settings: {_settings_line(settings)}')
+        base = {k: settings[k] for k in ('device', 'warmup', 'iters', 'channels_last', 'tf32', 'amp', 'scan_backend',
+                                         'threads')}
+        model_rows = run_models(args, base, log) if 'models' in args.what else []
+        log.stage('FLOPs')
+        flops_source = attach_flops(model_rows, args.img_size, getattr(args, 'count_flops', False), log)
+        scaling_rows = run_scaling(args, base, log) if 'scaling' in args.what else []
     checks, ok = check_targets(model_rows, scaling_rows, args.img_size, args.batch_size)
     rep = {'machine': mach, 'settings': settings, 'batch_size': args.batch_size, 'img_size': list(args.img_size),
            'models': model_rows, 'scaling': scaling_rows, 'attn_impls': list(args.attn_impl),

@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .machine import command_line, load_average, machine, proc_status, write_report
+from .progress import Progress, add_quiet_argument
 
 __all__ = [
     'SHAPES', 'MEMORY_SHAPE', 'CUDA_SHAPES', 'SPEED_TARGETS', 'TRITON_GOAL', 'add_arguments', 'markdown', 'run',
@@ -227,6 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--ref', action='store_true', help='also time selective_scan_ref, the sequential loop (slow)')
     parser.add_argument('--ref-repeats', type=int, default=1, help='timed runs of the loop per figure')
     parser.add_argument('--out', type=Path, help='write the Markdown report here and JSON beside it (.json)')
+    add_quiet_argument(parser)
 
 
 def _ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
@@ -241,10 +243,11 @@ def _met(ok: bool) -> str:
     return 'met' if ok else 'NOT met'
 
 
-def _cpu_rows(args: argparse.Namespace, shapes, log) -> List[Dict[str, Any]]:
+def _cpu_rows(args: argparse.Namespace, shapes, log: Progress) -> List[Dict[str, Any]]:
     rows = []
     for label, shape in shapes:
         for threads in args.threads:
+            log.stage(f'{label}, {threads} thread(s)')
             spec = {'kind': 'time', 'device': 'cpu', 'shape': list(shape), 'threads': threads,
                     'backends': list(CPU_BACKENDS), 'repeats': args.repeats, 'warmup': args.warmup,
                     'ref_repeats': args.ref_repeats if args.ref else 0}
@@ -255,16 +258,18 @@ def _cpu_rows(args: argparse.Namespace, shapes, log) -> List[Dict[str, Any]]:
                 row[f'met_{mode}'] = row[f'speedup_{mode}'] >= SPEED_TARGETS[mode]
             rows.append(row)
             med = {(b, mode): res[b][mode]['median_ms'] for b in CPU_BACKENDS for mode in MODES}
-            log(f"{label} {tuple(shape)} {threads} thread(s): numba fwd {med['numba', 'fwd']:.2f} ms, fwd+bwd "
-                f"{med['numba', 'fwd_bwd']:.2f} ms; torch fwd {med['torch', 'fwd']:.2f} ms, fwd+bwd "
-                f"{med['torch', 'fwd_bwd']:.2f} ms; speed-ups {row['speedup_fwd']:.2f}x, {row['speedup_fwd_bwd']:.2f}x")
+            log.done(f"{label} {tuple(shape)} {threads} thread(s): numba fwd {med['numba', 'fwd']:.2f} ms, fwd+bwd "
+                     f"{med['numba', 'fwd_bwd']:.2f} ms; torch fwd {med['torch', 'fwd']:.2f} ms, fwd+bwd "
+                     f"{med['torch', 'fwd_bwd']:.2f} ms; speed-ups {row['speedup_fwd']:.2f}x, "
+                     f"{row['speedup_fwd_bwd']:.2f}x")
     return rows
 
 
-def _cpu_memory(args: argparse.Namespace, log) -> List[Dict[str, Any]]:
+def _cpu_memory(args: argparse.Namespace, log: Progress) -> List[Dict[str, Any]]:
     label, shape = args.memory_shape
     rows = []
     for threads in args.threads:
+        log.stage(f'memory {label}, {threads} thread(s)')
         row: Dict[str, Any] = {'shape': label, 'dims': list(shape), 'threads': threads}
         for backend in CPU_BACKENDS:
             m = _spawn({'kind': 'memory', 'backend': backend, 'shape': list(shape), 'threads': threads},
@@ -272,19 +277,20 @@ def _cpu_memory(args: argparse.Namespace, log) -> List[Dict[str, Any]]:
             row['input_mb'], row[f'{backend}_peak_mb'] = m['input_mb'], m['peak_mb']
         row['met'] = row['numba_peak_mb'] <= row['torch_peak_mb']
         rows.append(row)
-        log(f"memory {label} {threads} thread(s): numba {row['numba_peak_mb']:.1f} MB, "
-            f"torch {row['torch_peak_mb']:.1f} MB")
+        log.done(f"memory {label} {threads} thread(s): numba {row['numba_peak_mb']:.1f} MB, "
+                 f"torch {row['torch_peak_mb']:.1f} MB")
     return rows
 
 
-def _first_call(args: argparse.Namespace, log) -> Dict[str, Any]:
+def _first_call(args: argparse.Namespace, log: Progress) -> Dict[str, Any]:
     threads = max(args.threads)
+    log.stage('numba first call, cold and warm cache')
     with tempfile.TemporaryDirectory(prefix='gmamba_zoo_numba_cache_') as cache:
         env = {'NUMBA_CACHE_DIR': cache}
         spec = {'kind': 'first_call', 'threads': threads}
         res = {'threads': threads, 'cold': _spawn(spec, env), 'warm': _spawn(spec, env)}
-    log(f"numba first call: cold fwd {res['cold']['first_fwd_s']:.2f} s + bwd {res['cold']['first_bwd_s']:.2f} s; "
-        f"warm fwd {res['warm']['first_fwd_s']:.2f} s + bwd {res['warm']['first_bwd_s']:.2f} s")
+    log.done(f"numba first call: cold fwd {res['cold']['first_fwd_s']:.2f} s + bwd {res['cold']['first_bwd_s']:.2f} "
+             f"s; warm fwd {res['warm']['first_fwd_s']:.2f} s + bwd {res['warm']['first_bwd_s']:.2f} s")
     return res
 
 
@@ -298,11 +304,13 @@ def _unavailable(backend: str) -> Optional[str]:
     return None
 
 
-def _cuda_rows(args: argparse.Namespace, shapes, log) -> Tuple[List[Dict[str, Any]], Dict[str, Optional[str]]]:
+def _cuda_rows(args: argparse.Namespace, shapes,
+               log: Progress) -> Tuple[List[Dict[str, Any]], Dict[str, Optional[str]]]:
     unavailable = {b: _unavailable(b) for b in CUDA_BACKENDS}
     backends = [b for b in CUDA_BACKENDS if unavailable[b] is None]
     rows = []
     for label, shape in shapes:
+        log.stage(label)
         spec = {'kind': 'time', 'device': 'cuda', 'shape': list(shape), 'threads': torch.get_num_threads(),
                 'backends': backends, 'repeats': args.repeats, 'warmup': max(args.warmup, 1),
                 'ref_repeats': args.ref_repeats if args.ref else 0}
@@ -312,7 +320,7 @@ def _cuda_rows(args: argparse.Namespace, shapes, log) -> Tuple[List[Dict[str, An
             tri, cud = (res.get(b, {}).get(mode, {}).get('median_ms') for b in ('triton', 'cuda'))
             row[f'triton_vs_cuda_{mode}'] = _ratio(tri, cud)
         rows.append(row)
-        log(f"{label} {tuple(shape)}: " + '; '.join(
+        log.done(f"{label} {tuple(shape)}: " + '; '.join(
             f"{b} fwd {res[b]['fwd']['median_ms']:.3f} ms, fwd+bwd {res[b]['fwd_bwd']['median_ms']:.3f} ms"
             for b in backends))
     return rows, unavailable
@@ -450,7 +458,6 @@ def _versions(info: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    log = lambda s: print(s, file=sys.stderr, flush=True)
     if args.device == 'cuda' and not torch.cuda.is_available():
         print('gmamba-zoo bench-scan --device cuda: no CUDA device is available here (torch.cuda.is_available() is '
               'False): nothing was measured and no report was written. Run it on a machine with an NVIDIA GPU.')
@@ -467,20 +474,26 @@ def run(args: argparse.Namespace) -> int:
     mach['date'] = datetime.datetime.now().isoformat(timespec='minutes')
     if args.device == 'cuda':
         mach['gpu'], mach['cuda'] = torch.cuda.get_device_name(), torch.version.cuda
-    log(f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, {mach['date']}, load {load_before}")
     shapes = args.shapes or [(s, SHAPES[s]) for s in (SHAPES if args.device == 'cpu' else CUDA_SHAPES)]
     rep: Dict[str, Any] = {'device': args.device, 'machine': mach, 'load_before': load_before, 'repeats': args.repeats,
                            'warmup': args.warmup, 'ref': bool(args.ref), 'memory': [], 'first_call': None}
-    if args.device == 'cpu':
-        rep['rows'] = _cpu_rows(args, shapes, log)
-        if not args.no_memory and sys.platform.startswith('linux'):
-            rep['memory'] = _cpu_memory(args, log)
-        if not args.no_first_call:
-            rep['first_call'] = _first_call(args, log)
-        rep['checks'], ok = _targets_cpu(rep['rows'], rep['memory'])
-    else:
-        rep['rows'], rep['unavailable'] = _cuda_rows(args, shapes, log)
-        rep['checks'], ok = _targets_cuda(rep['rows'], rep['unavailable'])
+    memory = args.device == 'cpu' and not args.no_memory and sys.platform.startswith('linux')
+    first_call = args.device == 'cpu' and not args.no_first_call
+    # one step per row of the report: a shape and thread count, a memory row (both backends), the first calls
+    total = (len(shapes) * len(args.threads) if args.device == 'cpu' else len(shapes)) + \
+        (len(args.threads) if memory else 0) + int(first_call)
+    with Progress('bench-scan', total, 'run', args.quiet) as log:
+        log(f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, {mach['date']}, load {load_before}")
+        if args.device == 'cpu':
+            rep['rows'] = _cpu_rows(args, shapes, log)
+            if memory:
+                rep['memory'] = _cpu_memory(args, log)
+            if first_call:
+                rep['first_call'] = _first_call(args, log)
+            rep['checks'], ok = _targets_cpu(rep['rows'], rep['memory'])
+        else:
+            rep['rows'], rep['unavailable'] = _cuda_rows(args, shapes, log)
+            rep['checks'], ok = _targets_cuda(rep['rows'], rep['unavailable'])
     rep['load_after'] = load_average()
     write_report(args.out, markdown(rep, command_line('scripts/bench_scan.py', 'bench-scan', args)), rep)
     return 0 if ok else 1

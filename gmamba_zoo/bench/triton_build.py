@@ -280,16 +280,16 @@ def build_matrix(launches: Sequence[Launch], targets: Sequence[int] = tuple(TARG
                  progress: bool = False) -> List[Dict[str, Any]]:
     """:func:`compile_launch` for every launch and target (``workers`` processes)."""
     jobs = [(launch, cap) for launch in launches for cap in targets]
-    if workers <= 1:
-        rows = []
-        for i, job in enumerate(jobs):
-            rows.append(_compile_job(job))
+    rows: List[Dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        results = (map(_compile_job, jobs) if workers <= 1
+                   else stack.enter_context(ProcessPoolExecutor(workers)).map(_compile_job, jobs))
+        for row in results:
+            rows.append(row)
             if progress:
-                print(f'[{i + 1}/{len(jobs)}] {rows[-1]["kernel"]} {rows[-1]["target"]} {rows[-1]["config"]}: '
-                      f'{"ok" if rows[-1]["ok"] else "FAILED"}', flush=True)
-        return rows
-    with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_compile_job, jobs))
+                print(f'[{len(rows)}/{len(jobs)}] {row["kernel"]} {row["target"]} {row["dtype"]} {row["config"]}: '
+                      f'{"ok" if row["ok"] else "FAILED"} ({row["seconds"]} s)', flush=True)
+    return rows
 
 
 def failures(rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -356,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
     launches = launches_for(inputs, args.every_specialisation)
     print(f'{len(launches)} distinct launches x {len(args.targets)} targets', flush=True)
     t = time.perf_counter()
-    rows = build_matrix(launches, args.targets, args.workers)
+    rows = build_matrix(launches, args.targets, args.workers, progress=True)
     bad = failures(rows)
     m = machine()
     header = (f'Compiled {len(rows)} kernels in {time.perf_counter() - t:.0f} s with triton {triton.__version__} '

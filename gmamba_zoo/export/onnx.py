@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from timm.models import FeatureInfo
 
+from ..bench.progress import Progress, add_quiet_argument
 from .program import DEFAULT_MAX_SIZE, build_model, dynamic_image_shapes, example_input, min_export_size
 
 __all__ = [
@@ -176,6 +177,7 @@ def export_onnx(
         check: bool = True,
         tolerance: float = TOLERANCE,
         verbose: bool = False,
+        progress: Optional[Progress] = None,
 ) -> OnnxExport:
     """Export a zoo model to ONNX with a dynamic batch, height and width; check it in onnxruntime.
 
@@ -195,6 +197,7 @@ def export_onnx(
         check: Compare onnxruntime with PyTorch at the two shapes of :func:`check_sizes`.
         tolerance: The check's tolerance, relative to each output's largest value.
         verbose: Print the exporter's progress.
+        progress: Reports the stages (build, export, write, check in onnxruntime) when given.
 
     Returns:
         An :class:`OnnxExport`.
@@ -202,9 +205,13 @@ def export_onnx(
     Raises:
         OnnxCheckError: The graph is not dynamic, or the check failed.
     """
+    progress = progress or Progress('export', quiet=True)
+    progress.add((2 if isinstance(model, str) else 1) + 1 + int(check))
     if isinstance(model, str):
+        progress.stage(f'build {model}')
         model = build_model(model, pretrained=pretrained, checkpoint=checkpoint, features_only=features_only,
                             **(model_args or {}))
+        progress.done()
     elif pretrained or checkpoint is not None or features_only or model_args:
         raise ValueError('export_onnx: pretrained, checkpoint, features_only and model_args apply to a model name; a '
                          'model is exported as it is.')
@@ -214,16 +221,22 @@ def export_onnx(
     names = _output_names(model)
     img_size = (int(img_size[0]), int(img_size[1]))
     start = time.perf_counter()
+    progress.stage('torch.onnx.export' + (' and optimise' if optimize else ''))
     with torch.no_grad():
         program = torch.onnx.export(
             model, (example_input(model, img_size),), dynamo=True, dynamic_shapes=dynamic_image_shapes(model, max_size),
             input_names=[INPUT_NAME], output_names=names, opset_version=opset, optimize=optimize, verbose=verbose)
+    progress.done()
+    progress.stage(f'write {path.name}')
     program.save(str(path))
     result = OnnxExport(str(path), INPUT_NAME, names, opset, img_size, min_export_size(model),
                         time.perf_counter() - start)
     _check_dynamic(path, names)
+    progress.done()
     if check:
+        progress.stage('check in onnxruntime')
         result.errors = check_onnx(path, model, check_sizes(img_size, result.min_size), tolerance)
+        progress.done()
     return result
 
 
@@ -249,14 +262,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--no-optimize', action='store_true', help="skip the exporter's graph optimisation (faster export)")
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime check against PyTorch')
     p.add_argument('--json', action='store_true', help='print the result as JSON')
+    add_quiet_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """``gmamba-zoo export``: write the ONNX file, check it, print what was written."""
-    res = export_onnx(
-        args.model, args.out, pretrained=args.pretrained, checkpoint=args.checkpoint,
-        features_only=args.features_only, model_args=args.model_args, img_size=args.img_size, opset=args.opset,
-        max_size=args.max_size, optimize=not args.no_optimize, check=not args.no_check)
+    with Progress('export', unit='stage', quiet=args.quiet) as progress:
+        res = export_onnx(
+            args.model, args.out, pretrained=args.pretrained, checkpoint=args.checkpoint,
+            features_only=args.features_only, model_args=args.model_args, img_size=args.img_size, opset=args.opset,
+            max_size=args.max_size, optimize=not args.no_optimize, check=not args.no_check, progress=progress)
     if args.json:
         print(json.dumps(asdict(res), indent=2))
         return 0

@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
+from ..bench.progress import Progress, add_quiet_argument
 from ..compat import flop_analysis, fvcore_nn
 from ..models.features import feature_info_dicts
 from ..models.swin import create_for_input_size
@@ -388,6 +389,16 @@ def _f(x: Optional[float], nd: int = 2) -> str:
     return '-' if x is None else f'{x:.{nd}f}'
 
 
+def report_jobs(names: Sequence[str], baselines: bool = True) -> List[Tuple[str, str]]:
+    """(model, name to measure) for every model and, once each, its baseline, in the order they are measured."""
+    jobs: List[Tuple[str, str]] = []
+    for name in names:
+        for n in [name] + ([baseline_name(name)] if baselines and baseline_name(name) else []):
+            if all(n != done for _, done in jobs):
+                jobs.append((name, n))
+    return jobs
+
+
 def build_report(names: Sequence[str], size: Tuple[int, int] = (224, 224),
                  det_size: Optional[Tuple[int, int]] = (800, 1216), baselines: bool = True,
                  handles: Optional[Dict[str, Handle]] = None, progress: Optional[Callable[[str], None]] = None
@@ -399,20 +410,16 @@ def build_report(names: Sequence[str], size: Tuple[int, int] = (224, 224),
         'paper_layouts': [...], 'skipped': {model: {op: n}}}``.
     """
     rows, base_rows, skipped = [], {}, {}
-    for name in names:
-        todo = [name] + ([baseline_name(name)] if baselines and baseline_name(name) else [])
-        for n in todo:
-            if n in base_rows or any(r['name'] == n for r in rows):
-                continue
-            if progress:
-                progress(n)
-            r = measure(n, size, det_size, handles)
-            if 'skipped' in r:
-                skipped[n] = r['skipped']
-            if n == name:
-                rows.append(r)
-            else:
-                base_rows[n] = r
+    for name, n in report_jobs(names, baselines):
+        if progress:
+            progress(n)
+        r = measure(n, size, det_size, handles)
+        if 'skipped' in r:
+            skipped[n] = r['skipped']
+        if n == name:
+            rows.append(r)
+        else:
+            base_rows[n] = r
     for r in rows:
         b = base_rows.get(baseline_name(r['name']) or '')
         r['baseline'] = baseline_name(r['name'])
@@ -567,6 +574,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', type=Path, help='write the Markdown report here and JSON beside it (.json)')
     parser.add_argument('--models-md', type=Path, help='write the README model table here (e.g. docs/models.md)')
     parser.add_argument('--readme', type=Path, help='regenerate the marked model block of this README')
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -577,9 +585,19 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f'gmamba-zoo flops: unknown models {unknown}; `gmamba-zoo list` shows them.')
     if not names:
         raise SystemExit('gmamba-zoo flops: no models registered.')
-    rep = build_report(names, tuple(args.size), None if args.no_det else tuple(args.det_size),
-                       baselines=not args.no_baselines,
-                       progress=lambda n: print(f'counting {n} ...', file=sys.stderr, flush=True))
+    with Progress('flops', len(report_jobs(names, not args.no_baselines)), 'model', args.quiet) as progress:
+        started = []
+
+        def count_next(n: str) -> None:
+            if started:
+                progress.done()
+            started.append(n)
+            progress.stage(n)
+            progress(f'counting {n} ...')
+
+        rep = build_report(names, tuple(args.size), None if args.no_det else tuple(args.det_size),
+                           baselines=not args.no_baselines, progress=count_next)
+        progress.done()
     print(rep['convention'])
     print(_text(*_main_table(rep)))
     print()

@@ -10,8 +10,15 @@ A published folder holds exactly what timm's own Hub loader reads, so after ``im
 Folder contents:
     ``model.safetensors``  the model's state dict (safetensors only: loading it unpickles nothing).
     ``config.json``        timm's format, written by ``timm.models.save_for_hf`` (architecture, num_classes,
-                           num_features, global_pool, model_args, pretrained_cfg), with the pretrained_cfg's
-                           description, notes and tag rewritten to say where THESE weights came from.
+                           num_features, global_pool, label_names if given, pretrained_cfg), with the pretrained_cfg's
+                           description, notes and tag rewritten to say where THESE weights came from, and
+                           ``model_args`` holding only the build arguments that differ from the entrypoint's defaults
+                           (:func:`hub_model_args`), never ``num_classes``: the top-level ``num_classes`` carries it.
+                           That is the layout Hugging Face transformers' ``TimmWrapper`` reads
+                           (``AutoModelForImageClassification``, ``AutoModel``, ``AutoImageProcessor``, the
+                           image-classification pipeline): it passes ``num_classes`` to ``timm.create_model`` itself
+                           and fails on a second one in ``model_args``. Folders written before, with ``in_chans``,
+                           ``num_classes`` and ``global_pool`` in ``model_args``, still load in timm.
     ``README.md``          the model card (:func:`gmamba_zoo.hub.card.model_card`).
 
 Weights come from one of three places (:class:`~gmamba_zoo.hub.card.WeightsSource`): the model's own initialisation,
@@ -30,16 +37,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
+from ..bench.progress import Progress, add_quiet_argument
 from .card import DEFAULT_GITHUB_REPO, WeightsSource, model_card, model_facts, model_family, pretrained_weights
 from .checkpoint import CheckpointMismatchError, _list_keys, file_sha256, load_checkpoint_into, read_checkpoint
 
 
-__all__ = ['build_model', 'export_for_hub', 'verify_export', 'upload_folder', 'add_arguments', 'run']
+__all__ = ['build_model', 'hub_model_args', 'export_for_hub', 'verify_export', 'upload_folder', 'add_arguments', 'run']
 
 PathLike = Union[str, Path]
 CARD_NAME = 'README.md'
@@ -103,13 +111,14 @@ def export_for_hub(
         github_repo: str = DEFAULT_GITHUB_REPO,
         overwrite: bool = False,
         model_args: Optional[Mapping[str, Any]] = None,
+        label_names: Optional[Sequence[str]] = None,
 ) -> Path:
     """Write ``model`` as a Hub-ready folder: ``model.safetensors``, ``config.json`` (timm's format), ``README.md``.
 
-    The weights and config.json are written by ``timm.models.save_for_hf``; config.json's model_args are the ones
-    timm's factory recorded when the model was built (``timm.models.get_model_args``), and its pretrained_cfg's
-    description, notes and tag are replaced by ``weights``' statement so that no copy of the registry's "untrained" (or
-    any other) claim outlives the weights it described.
+    The weights and config.json are written by ``timm.models.save_for_hf``; config.json's model_args are the build
+    arguments that differ from the entrypoint's defaults (:func:`hub_model_args`) less ``num_classes``, and its
+    pretrained_cfg's description, notes and tag are replaced by ``weights``' statement so that no copy of the
+    registry's "untrained" (or any other) claim outlives the weights it described.
 
     Args:
         model: A model built from the registry (``timm.create_model`` or :func:`build_model`), with the weights to
@@ -123,13 +132,15 @@ def export_for_hub(
         overwrite: Allow writing into a folder that already holds files.
         model_args: JSON replacements for construction args that JSON cannot hold (``save_for_hf``'s model_args);
             e.g. a layer's registered name for the layer class the model was built with.
+        label_names: One name per class, in class-index order (config.json's ``label_names``; transformers'
+            ``id2label``). None: none recorded (transformers then names ImageNet's classes for a 1000-class head).
 
     Returns:
         The folder.
 
     Raises:
         ValueError: The model is not a zoo model, is a features_only wrapper, or was built with args JSON cannot hold
-            and ``model_args`` does not replace.
+            and ``model_args`` does not replace, or ``label_names`` does not hold one name per class.
         FileExistsError: ``out_dir`` holds files and ``overwrite`` is False.
     """
     from timm.models import get_model_args, save_for_hf
@@ -147,6 +158,11 @@ def export_for_hub(
     if not_json:
         raise ValueError(f'export_for_hub: {arch} was built with args {not_json} that JSON cannot hold, so config.json '
                          f'could not rebuild it; pass JSON replacements for them as model_args.')
+    if label_names is not None:
+        label_names = [str(n) for n in label_names]
+        if len(label_names) != model.num_classes:
+            raise ValueError(f'export_for_hub: expected one label name per class ({model.num_classes}), got '
+                             f'{len(label_names)}.')
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f'{out} is not empty; pick another folder or pass overwrite=True (--overwrite).')
@@ -160,13 +176,55 @@ def export_for_hub(
     if weights.kind != 'pretrained':
         # the registry cfg's paper ids describe the recipe of its pretrained weights, which these are not
         export_cfg['paper_ids'] = None
-    save_for_hf(model, str(out), model_config={'pretrained_cfg': export_cfg}, model_args=replacements,
-                safe_serialization=True)
+    model_config: Dict[str, Any] = {'pretrained_cfg': export_cfg}
+    if label_names is not None:
+        model_config['label_names'] = label_names
+    save_for_hf(model, str(out), model_config=model_config, model_args=replacements, safe_serialization=True)
+    # save_for_hf records every arg get_model_args returns (in_chans, num_classes and global_pool always); keep only
+    # those that differ from the defaults, as timm's exports did before, so that transformers can pass num_classes
+    build_args = hub_model_args(model, replacements)
+    config_path = out / 'config.json'
+    config = json.loads(config_path.read_text(encoding='utf-8'))
+    config.pop('model_args', None)
+    config_args = {k: v for k, v in build_args.items() if k != 'num_classes'}
+    if config_args:
+        config = {**{k: v for k, v in config.items() if k != 'pretrained_cfg'}, 'model_args': config_args,
+                  'pretrained_cfg': config['pretrained_cfg']}
+    config_path.write_text(json.dumps(config, indent=2), encoding='utf-8')
     facts = model_facts(model, flops_input_size)
-    card = model_card(facts, weights, repo_id=repo_id, license=license or cfg.get('license'), model_args=export_args,
+    card = model_card(facts, weights, repo_id=repo_id, license=license or cfg.get('license'), model_args=build_args,
                       github_repo=github_repo)
     (out / CARD_NAME).write_text(card, encoding='utf-8')
     return out
+
+
+def hub_model_args(model: nn.Module, replacements: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The arguments that rebuild ``model`` from its entrypoint: those that differ from the entrypoint's defaults.
+
+    Every argument the model was built with (``timm.models.get_model_args``: the ones given to ``timm.create_model``,
+    less drop rates, with ``replacements`` for those JSON cannot hold) is kept, except the ones timm records for
+    every model (``in_chans``, ``num_classes``, ``global_pool``, ``img_size``: their current values) where they equal
+    those of the entrypoint's default build, which is made on the meta device (no memory, no weights initialised).
+    An argument given with its default value (``gmamba_depths`` equal to the table's) is kept, as given.
+
+    Args:
+        model: A model built by ``timm.create_model`` from a registered name.
+        replacements: JSON replacements for arguments JSON cannot hold.
+
+    Returns:
+        ``{name: value}``, in get_model_args' order.
+    """
+    import timm
+    from timm.models import get_model_args
+    args = get_model_args(model, dict(replacements or {}))
+    with torch.device('meta'):
+        default = get_model_args(timm.create_model(model.pretrained_cfg['architecture'], pretrained=False))
+    return {k: v for k, v in args.items() if k not in default or not _same(default[k], v)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two argument values are the same once JSON has held them (tuples and lists alike)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 def _is_json(value: Any) -> bool:
@@ -237,6 +295,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--num-classes', type=int, help='classes of the checkpoint\'s head (default: the model\'s)')
     parser.add_argument('--model-args', type=json.loads, default={}, metavar='JSON',
                         help='more timm.create_model arguments as JSON, e.g. \'{"gmamba_depths": [1, 1, 1, 0]}\'')
+    parser.add_argument('--label-names', type=Path, metavar='FILE',
+                        help="a text file with one class name per line, in class-index order (`gmamba-zoo train` "
+                             "numbers the class folders in timm's natural sort order); config.json's label_names, "
+                             "transformers' id2label")
     parser.add_argument('--out', type=Path, help='folder to write (default: hub_export/<name>)')
     parser.add_argument('--overwrite', action='store_true', help='write into a non-empty --out')
     parser.add_argument('--repo-id', help='Hub repo (<org>/<name>) to upload to; without it only the folder is written')
@@ -254,6 +316,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f'(default {DEFAULT_GITHUB_REPO})')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip reloading the folder through timm and comparing every tensor')
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,6 +327,13 @@ def run(args: argparse.Namespace) -> int:
     model_args = dict(args.model_args)
     if args.num_classes is not None:
         model_args['num_classes'] = args.num_classes
+    upload = bool(args.repo_id and not args.dry_run)
+    with Progress('push-to-hub', 2 + (not args.no_verify) + upload, 'stage', args.quiet) as progress:
+        return _run(args, model_args, upload, progress)
+
+
+def _run(args: argparse.Namespace, model_args: Dict[str, Any], upload: bool, progress: Progress) -> int:
+    progress.stage(f'build {args.name}')
     try:
         model, weights = build_model(args.name, checkpoint=args.checkpoint, pretrained=args.pretrained,
                                      use_ema=args.ema, blocks_trained=args.blocks_trained, notes=args.notes,
@@ -271,22 +341,36 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, CheckpointMismatchError) as e:
         raise SystemExit(f'push-to-hub: {e}') from e
     model.eval()
+    progress.done()
+    label_names = None
+    if args.label_names is not None:
+        try:
+            label_names = [line.strip() for line in args.label_names.read_text(encoding='utf-8').splitlines()
+                           if line.strip()]
+        except OSError as e:
+            raise SystemExit(f'push-to-hub: --label-names: {e}') from e
     out = args.out or Path('hub_export') / args.name
     flops_size = None if args.no_flops else (3, args.flops_size, args.flops_size)
+    progress.stage('write the folder' + ('' if flops_size is None else ', count FLOPs for the card'))
     try:
         export_for_hub(model, out, weights, repo_id=args.repo_id, license=args.license, flops_input_size=flops_size,
-                       github_repo=args.github_repo, overwrite=args.overwrite)
-    except FileExistsError as e:
+                       github_repo=args.github_repo, overwrite=args.overwrite, label_names=label_names)
+    except (FileExistsError, ValueError) as e:
         raise SystemExit(f'push-to-hub: {e}') from e
-    print(f'wrote {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
-    print(f'weights: {weights.statement(model_family(args.name))}')
+    progress.done()
+    progress.print(f'wrote {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
+    progress.print(f'weights: {weights.statement(model_family(args.name))}')
     if not args.no_verify:
+        progress.stage('verify: reload through timm')
         verify_export(out, model)
-        print('verified: timm rebuilds the folder (local-dir:) with every tensor equal')
-    if args.repo_id and not args.dry_run:
+        progress.done()
+        progress.print('verified: timm rebuilds the folder (local-dir:) with every tensor equal')
+    if upload:
+        progress.stage(f'upload to {args.repo_id}')
         info = upload_folder(out, args.repo_id, private=args.private, revision=args.revision,
                              commit_message=args.commit_message)
-        print(f'uploaded to https://huggingface.co/{args.repo_id}: {getattr(info, "commit_url", info)}')
+        progress.done()
+        progress.print(f'uploaded to https://huggingface.co/{args.repo_id}: {getattr(info, "commit_url", info)}')
     elif args.repo_id:
-        print('dry run: nothing uploaded; upload with the same command without --dry-run')
+        progress.print('dry run: nothing uploaded; upload with the same command without --dry-run')
     return 0

@@ -24,7 +24,8 @@ the batch after the saved step (the per-epoch shuffle is seeded, so the order is
 used with the same world size and batch size). A checkpoint of another model (or another ``num_classes``) is
 refused with :class:`~gmamba_zoo.hub.CheckpointMismatchError` naming the missing and unexpected keys.
 
-Progress: a tqdm bar on rank 0, and one JSON line per logged step in ``OUTPUT/log.jsonl``.
+Progress: a tqdm bar on rank 0 when stderr is a terminal (:class:`gmamba_zoo.bench.progress.Progress`; ``--quiet``
+turns it off), and one JSON line per logged step in ``OUTPUT/log.jsonl``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from ..bench.progress import Progress, add_quiet_argument
 from ..hub.checkpoint import load_checkpoint_into, read_checkpoint, safetensors_metadata, save_safetensors
 
 
@@ -222,7 +224,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a('--save-every', type=int, default=0, help='also checkpoint every N steps (0: at epoch ends and at the end)')
     a('--resume', type=Path, help='a checkpoint folder (OUTPUT/checkpoint) to continue from')
     a('--log-every', type=int, default=10)
-    a('--no-progress', action='store_true', help='no progress bar')
+    a('--no-progress', action='store_true', help='no progress bar (the same as --quiet)')
+    add_quiet_argument(parser)
     a('--save-replicas', action='store_true',
       help='at the end, every rank writes its own weights to OUTPUT/replica-rank<r>.safetensors (to check that '
            'DDP kept the replicas identical)')
@@ -257,7 +260,6 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     from timm.data import create_transform, resolve_data_config
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
-    from tqdm import tqdm
 
     env = Dist(args.device)
     try:
@@ -321,8 +323,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         ckpt_dir = args.output / CHECKPOINT_DIR
         step, last_loss, val_top1 = start_step, math.nan, None
         epoch = step // steps_per_epoch
-        bar = tqdm(total=total_steps, initial=step, disable=not env.is_main or args.no_progress, unit='step',
-                   dynamic_ncols=True)
+        quiet = not env.is_main or args.no_progress or getattr(args, 'quiet', False)
+        bar = Progress('train', total_steps, 'step', quiet=quiet, initial=step)
         loss_sum, loss_n = 0.0, 0
 
         def checkpoint() -> None:
@@ -361,13 +363,13 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                 step += 1
                 scheduler.step_update(num_updates=step)
                 loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-                bar.update(1)
+                bar.done()
                 if step % args.log_every == 0 or step == total_steps or step % steps_per_epoch == 0:
                     mean = env.all_sum([loss_sum, loss_n])
                     last_loss = mean[0] / max(mean[1], 1)
                     loss_sum, loss_n = 0.0, 0
                     lr = optimizer.param_groups[0]['lr']
-                    bar.set_postfix(loss=f'{last_loss:.4f}', lr=f'{lr:.2e}', epoch=epoch)
+                    bar.stage(f'epoch={epoch}, loss={last_loss:.4f}, lr={lr:.2e}')
                     if log_file:
                         log_file.write(json.dumps(dict(step=step, epoch=epoch, loss=last_loss, lr=lr,
                                                        time=time.time())) + '\n')
@@ -381,7 +383,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                 if val_loader is not None:
                     val_top1 = evaluate(ddp_model, val_loader, env, autocast)
                     if env.is_main:
-                        bar.write(f'epoch {epoch}: val top-1 {val_top1:.2f}%')
+                        bar.print(f'epoch {epoch}: val top-1 {val_top1:.2f}%')
                         if log_file:
                             log_file.write(json.dumps(dict(step=step, epoch=epoch, val_top1=val_top1)) + '\n')
             checkpoint()
