@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Where a model's forward time goes, by kind of operation, beside its plain backbone:
-``python scripts/time_breakdown.py --models resnet18_gmamba vgamba_b --out docs/time-breakdown.md``.
+``python scripts/time_breakdown.py --models resnet18_gmamba vgamba_b --img-size 224 224 --img-size 512 512
+--out docs/time-breakdown.md``.
 
 The code lives in :mod:`gmamba_zoo.bench.breakdown`.
 """
