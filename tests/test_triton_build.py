@@ -36,8 +36,10 @@ def test_captured_launches_are_the_kernels_blocks():
     gssm = tb.capture_launches(_mixer_inputs(256, 8, gate=False))
     vgamba = tb.capture_launches(_mixer_inputs(512, 64, gate=True))
     assert [launch.kernel for launch in gssm] == ['_fwd_kernel', '_bwd_kernel']
-    assert [launch.config() for launch in gssm] == ['D16 N8 L32 chunk64 Dbs w8', 'D8 N8 L32 chunk64 Dbs w8']
-    assert [launch.config() for launch in vgamba] == ['D2 N64 L32 chunk64 Dzbs w8', 'D1 N64 L32 chunk64 Dzbs w8']
+    assert [launch.config() for launch in gssm] == ['D16 N8 L32 chunk64 Dbs w8 r255',
+                                                   'D8 N8 L32 chunk64 Dbs w8 r255']
+    assert [launch.config() for launch in vgamba] == ['D2 N64 L32 chunk64 Dzbs w8 r255',
+                                                     'D1 N64 L32 chunk64 Dzbs w8 r255']
 
 
 @pytest.mark.parametrize('gate', [False, True], ids=['gssm', 'vgamba'])

@@ -85,7 +85,9 @@ class Launch:
         """The launch's compile-time configuration in one string: blocks and flags."""
         k = self.kwargs
         flags = ''.join(c for c, f in (('D', 'HAS_D'), ('z', 'HAS_Z'), ('b', 'HAS_BIAS'), ('s', 'SOFTPLUS')) if k[f])
-        return f"D{k['BLOCK_D']} N{k['BLOCK_N']} L{k['BLOCK_L']} chunk{k['CHUNK']} {flags or '-'} w{k['num_warps']}"
+        regs = f" r{k['maxnreg']}" if k.get('maxnreg') else ''
+        return (f"D{k['BLOCK_D']} N{k['BLOCK_N']} L{k['BLOCK_L']} chunk{k['CHUNK']} {flags or '-'} "
+                f"w{k['num_warps']}{regs}")
 
 
 class _Recorder:

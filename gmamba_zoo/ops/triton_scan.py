@@ -52,10 +52,25 @@ _FLOOR = tl.constexpr(LOG_DECAY_FLOOR)
 _FWD_TILE = 4096
 _BWD_TILE = 2048
 _MAX_BLOCK_L = 32
-# Eight warps: 16 elements of each 3-D tile per thread. With four, ptxas (sm_75 ... sm_90) needs 250-255 registers per
-# thread for the backward and spills 24-32 bytes at vGamba's N = 64; with eight, 127-225 and no spill at any launch
-# the models make (docs/triton-build.md), and the register file holds twice as many warps per SM.
+# Eight warps (16 elements of each 3-D tile per thread) and, where this Triton has the option, ptxas allowed all 255
+# registers. With four warps ptxas needs 250-255 registers per thread for the backward and spills 24-32 bytes at
+# vGamba's N = 64; with eight it holds the forward to 128 registers on its own and spills 8-36 bytes on sm_75-sm_100;
+# with eight and maxnreg 255 it takes 127-255 and spills nothing at any launch the models make (docs/triton-build.md).
+# Untimed: a GPU may prefer the spills and twice the resident warps (scripts/check_gpu.py times it).
 _NUM_WARPS = 8
+
+
+def _launch_options() -> dict:
+    """``num_warps``, and ``maxnreg`` where this Triton's CUDA backend takes it (not every 3.x release does)."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return dict(num_warps=_NUM_WARPS)
+    fields = getattr(CUDAOptions, '__dataclass_fields__', {})
+    return dict(num_warps=_NUM_WARPS, **({'maxnreg': 255} if 'maxnreg' in fields else {}))
+
+
+_LAUNCH = _launch_options()
 
 
 @triton.jit
@@ -393,7 +408,7 @@ def scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optio
         *_strides(delta_bias, 1),
         CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn, BLOCK_L=bl,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        num_warps=_NUM_WARPS,
+        **_LAUNCH,
     )
     return out, ckpt
 
@@ -447,7 +462,7 @@ def scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
             *_strides(z, 3), *_strides(delta_bias, 1),
             CHUNK=chunk, BLOCK_D=bd, BLOCK_N=bn, BLOCK_L=bl,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-            num_warps=_NUM_WARPS,
+            **_LAUNCH,
         )
     dD = dD_part.sum(0) if dD_part is not None else None
     dbias = dbias_part.sum(0) if dbias_part is not None else None
