@@ -32,6 +32,9 @@ class ZooVariant:
         baseline: The plain timm model the FLOP report and the benchmark compare the model against.
         block_kwargs: Default keyword arguments of the inserted GMamba blocks (GMamba families; empty: the block's
             own defaults).
+        feature_cfg: timm's ``feature_cfg`` for the model's ``features_only`` wrapper (GMamba families): the
+            family's timm ``features_only`` layout (ConvNeXt: its flattened stages; Swin: ``forward_intermediates``,
+            which returns NCHW maps from its NHWC stages).
     """
     name: str
     family: str
@@ -40,6 +43,7 @@ class ZooVariant:
     pretrained_tags: Tuple[str, ...]
     baseline: str
     block_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    feature_cfg: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if self.family not in GMAMBA_FAMILIES + ('vgamba',):
@@ -68,6 +72,10 @@ def _variants(*records: ZooVariant) -> Dict[str, ZooVariant]:
     return {r.name: r for r in records}
 
 
+_CONVNEXT_FEATURES = dict(flatten_sequential=True, out_indices=(0, 1, 2, 3))
+_SWIN_FEATURES = dict(feature_cls='getter', out_indices=(0, 1, 2, 3))
+
+
 #: Every zoo model, by name. The layouts follow the papers: GMamba (2, 2, 2, 1) after stages 1-4 for the
 #: segmentation backbones, (1, 1, 1, 0) for ResNet-50/101 (the detection layout); vGamba-B/L the ResNet-50/101 stages.
 ZOO_VARIANTS: Dict[str, ZooVariant] = _variants(
@@ -76,15 +84,15 @@ ZOO_VARIANTS: Dict[str, ZooVariant] = _variants(
     ZooVariant('resnet50_gmamba', 'resnet', 'resnet50', (1, 1, 1, 0), ('a1_in1k', 'tv_in1k'), 'resnet50'),
     ZooVariant('resnet101_gmamba', 'resnet', 'resnet101', (1, 1, 1, 0), ('a1h_in1k', 'tv_in1k'), 'resnet101'),
     ZooVariant('convnext_t_gmamba', 'convnext', 'convnext_tiny', (2, 2, 2, 1), ('fb_in1k', 'in12k_ft_in1k'),
-               'convnext_tiny'),
+               'convnext_tiny', feature_cfg=_CONVNEXT_FEATURES),
     ZooVariant('convnext_s_gmamba', 'convnext', 'convnext_small', (2, 2, 2, 1), ('fb_in1k', 'in12k_ft_in1k'),
-               'convnext_small'),
+               'convnext_small', feature_cfg=_CONVNEXT_FEATURES),
     ZooVariant('convnext_b_gmamba', 'convnext', 'convnext_base', (2, 2, 2, 1), ('fb_in1k', 'fb_in22k_ft_in1k'),
-               'convnext_base'),
+               'convnext_base', feature_cfg=_CONVNEXT_FEATURES),
     ZooVariant('swin_t_gmamba', 'swin', 'swin_tiny_patch4_window7_224', (2, 2, 2, 1),
-               ('ms_in1k', 'ms_in22k_ft_in1k'), 'swin_tiny_patch4_window7_224'),
+               ('ms_in1k', 'ms_in22k_ft_in1k'), 'swin_tiny_patch4_window7_224', feature_cfg=_SWIN_FEATURES),
     ZooVariant('swin_s_gmamba', 'swin', 'swin_small_patch4_window7_224', (2, 2, 2, 1),
-               ('ms_in1k', 'ms_in22k_ft_in1k'), 'swin_small_patch4_window7_224'),
+               ('ms_in1k', 'ms_in22k_ft_in1k'), 'swin_small_patch4_window7_224', feature_cfg=_SWIN_FEATURES),
     ZooVariant('vgamba_b', 'vgamba', 'resnet50', (3, 4, 6, 3), ('a1_in1k',), 'resnet50'),
     ZooVariant('vgamba_l', 'vgamba', 'resnet101', (3, 4, 23, 3), ('a1h_in1k',), 'resnet101'),
 )
