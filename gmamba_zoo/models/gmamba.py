@@ -58,7 +58,7 @@ from ..layers.gssm import check_gmamba_block_kwargs
 from ._checkpoint import CheckpointMismatchError, describe_keys, key_shapes, list_keys
 from ._registry import build_zoo_model, register_zoo_model
 from .features import NchwFeatureGraphNet, feature_info_dicts, is_features_only
-from .swin import create_for_input_size
+from .swin import create_for_input_size, is_swin
 from .variants import GMAMBA_VARIANTS, ZOO_VARIANTS
 
 __all__ = [
@@ -500,6 +500,14 @@ def checkpoint_filter_fn(
     return state_dict
 
 
+def _create_base(base: str, **kwargs: Any) -> nn.Module:
+    """timm's plain ``base``, randomly initialised: a Swin built to run at any input size, any other model as its
+    entrypoint builds it (``img_size`` included: MaxViT's windows are laid out for it); None arguments dropped."""
+    if is_swin(base):
+        return create_for_input_size(base, **kwargs)
+    return model_entrypoint(base)(pretrained=False, **{k: v for k, v in kwargs.items() if v is not None})
+
+
 def _build_gmamba_model(
         base: str,
         gmamba_depths: Sequence[int],
@@ -509,11 +517,12 @@ def _build_gmamba_model(
 ) -> nn.Module:
     """timm's plain ``base`` (random init) with GMamba blocks inserted; the ``model_cls`` of build_model_with_cfg.
 
-    The base comes from :func:`~gmamba_zoo.models.swin.create_for_input_size` (a Swin runs at any input size), which
-    calls its entrypoint directly: the model then records only the user's ``create_model`` arguments. ``kwargs`` are
-    the base's (positional-only parameters before them, so a base argument such as Swin's ``depths`` passes through).
+    The base comes from its own entrypoint, called directly (the model then records only the user's
+    ``create_model`` arguments); a Swin through :func:`~gmamba_zoo.models.swin.create_for_input_size`, so that it runs
+    at any input size. ``kwargs`` are the base's (positional-only parameters before them, so a base argument such as
+    Swin's ``depths`` passes through).
     """
-    model = create_for_input_size(base, **kwargs)
+    model = _create_base(base, **kwargs)
     return add_gmamba(model, gmamba_depths, drop_path_rate=kwargs.get('drop_path_rate') or 0.0, name=base,
                       **block_kwargs)
 
@@ -614,7 +623,7 @@ def create_model(
     model_kwargs = {k: v for k, v in kwargs.items() if k not in _BUILD_ARGS}
     try:  # the base on the meta device, to read its taps and refuse it before anything real is built
         with torch.device('meta'):
-            probe_model = create_for_input_size(base, **model_kwargs)
+            probe_model = _create_base(base, **model_kwargs)
     except Exception:  # noqa: BLE001 (e.g. a model that reads tensor values while built): the real build checks
         probe_model = None
     num_taps = None
