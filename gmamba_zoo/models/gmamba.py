@@ -240,8 +240,7 @@ def plan_gmamba(
             module = model.get_submodule(key)
         except AttributeError:
             problems.append(_refusal(name, key, 'no such submodule (its feature_info names a module the model does '
-                                                'not have; the feature is computed elsewhere, e.g. a multi-branch '
-                                                'stage\'s fused output)'))
+                                                'not have)'))
             continue
         if tap.get('hook_type') == 'forward_pre':
             problems.append(_refusal(name, key, 'the feature is the input of that module (hook_type "forward_pre"), '
