@@ -59,10 +59,10 @@ from ._checkpoint import CheckpointMismatchError, describe_keys, key_shapes, lis
 from ._registry import build_zoo_model, register_zoo_model
 from .features import NchwFeatureGraphNet, feature_info_dicts, is_features_only
 from .swin import create_for_input_size, is_swin
-from .variants import GMAMBA_VARIANTS, ZOO_VARIANTS
+from .variants import GMAMBA_VARIANTS, ZOO_VARIANTS, parse_gmamba_spec
 
 __all__ = [
-    'add_gmamba', 'plan_gmamba', 'create_model', 'GMambaTap', 'GMambaPlacementError', 'gmamba_no_weight_decay',
+    'add_gmamba', 'plan_gmamba', 'create_model', 'build_for_input_size', 'GMambaTap', 'GMambaPlacementError', 'gmamba_no_weight_decay',
     'GMAMBA_VARIANTS', 'checkpoint_filter_fn',
 ]
 
@@ -644,6 +644,19 @@ def create_model(
     if checkpoint_path:
         load_checkpoint(model, checkpoint_path)
     return model
+
+
+def build_for_input_size(name: str, img_size: Optional[Sequence[int]] = None, **kwargs: Any) -> nn.Module:
+    """A zoo model, a plain timm model or a :func:`~gmamba_zoo.models.variants.gmamba_spec` name (a timm base with
+    GMamba blocks, built by :func:`create_model`), randomly initialised, laid out for ``img_size`` (Swin only: see
+    :func:`~gmamba_zoo.models.swin.create_for_input_size`); what the FLOP report and the benchmark build."""
+    spec = parse_gmamba_spec(name)
+    if spec is None:
+        return create_for_input_size(name, img_size, **kwargs)
+    base, depths = spec
+    if img_size is not None and is_swin(base):
+        kwargs['img_size'] = tuple(img_size)
+    return create_model(base, gmamba_depths=depths, **kwargs)
 
 
 def _create_gmamba(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:

@@ -6,10 +6,14 @@ module) holds one pretrained cfg per tag in ``pretrained_tags``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-__all__ = ['ZooVariant', 'ZOO_VARIANTS', 'GMAMBA_VARIANTS', 'VGAMBA_VARIANTS', 'GMAMBA_FAMILIES', 'baseline_name']
+__all__ = [
+    'ZooVariant', 'ZOO_VARIANTS', 'GMAMBA_VARIANTS', 'VGAMBA_VARIANTS', 'GMAMBA_FAMILIES', 'baseline_name',
+    'gmamba_spec', 'parse_gmamba_spec',
+]
 
 #: Families whose models are a timm backbone with GMamba blocks inserted after its stages.
 GMAMBA_FAMILIES = ('resnet', 'convnext', 'swin')
@@ -103,7 +107,28 @@ GMAMBA_VARIANTS: Dict[str, ZooVariant] = {n: v for n, v in ZOO_VARIANTS.items() 
 VGAMBA_VARIANTS: Dict[str, ZooVariant] = {n: v for n, v in ZOO_VARIANTS.items() if not v.is_gmamba}
 
 
+_SPEC = re.compile(r'(?P<base>[A-Za-z0-9_.\-]+)\+gmamba\((?P<depths>\d+(?:,\d+)*)\)')
+
+
+def gmamba_spec(base: str, depths: Sequence[int]) -> str:
+    """The name the FLOP report and the benchmark give a timm ``base`` with GMamba ``depths``:
+    ``'pvt_v2_b0+gmamba(1,1,1,1)'`` (built by ``gmamba_zoo.create_model(base, gmamba_depths=depths)``)."""
+    return f'{base}+gmamba({",".join(str(int(d)) for d in depths)})'
+
+
+def parse_gmamba_spec(name: str) -> Optional[Tuple[str, Tuple[int, ...]]]:
+    """``(base, depths)`` of a :func:`gmamba_spec` name; None for any other name."""
+    match = _SPEC.fullmatch(name.replace(' ', ''))
+    if match is None:
+        return None
+    return match['base'], tuple(int(d) for d in match['depths'].split(','))
+
+
 def baseline_name(name: str) -> Optional[str]:
-    """The plain timm model a zoo model extends (GMamba) or whose layout it follows (vGamba); None if unknown."""
+    """The plain timm model a zoo model extends (GMamba) or whose layout it follows (vGamba), the base of a
+    :func:`gmamba_spec` name; None if unknown."""
     variant = ZOO_VARIANTS.get(name)
-    return variant.baseline if variant is not None else None
+    if variant is not None:
+        return variant.baseline
+    spec = parse_gmamba_spec(name)
+    return spec[0] if spec is not None else None
