@@ -7,7 +7,9 @@ checkpointing, reset_classifier, pretrained_cfg, and blocks that receive gradien
 extractor) and torch.export with dynamic H and W run on a subset covering every placement and layout; the longer
 exports only with ``GMAMBA_ZOO_SLOW_TESTS=1``. The families where blocks cannot go are refused by message.
 """
+import copy
 import os
+import pickle
 
 import pytest
 import safetensors.torch
@@ -159,6 +161,12 @@ def test_gradient_checkpointing_reaches_hooked_blocks():
             torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
     model.set_grad_checkpointing(False)
     assert not any(b.grad_checkpointing for b in _blocks(model))
+
+    model.eval()
+    twin = pickle.loads(pickle.dumps(copy.deepcopy(model)))  # the hooks and the recorded taps travel with it
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x), rtol=0, atol=0)
+    assert twin.gmamba_taps == model.gmamba_taps
 
 
 @pytest.mark.parametrize('base', ['resnet18d', 'pvt_v2_b0', 'regnety_016'])

@@ -9,7 +9,8 @@ lose up to a fifth of their CPU time to their neighbours at times) affects both 
   the median is reported as latency and ``batch / median`` as throughput. ``fwd`` is inference (eval mode,
   ``torch.no_grad``); ``fwd_bwd`` is a training step without the optimizer (train mode, ``out.sum().backward()``).
 * Models and baselines are built by :func:`gmamba_zoo.models.build_for_input_size` for the benchmark's size, as in
-  the FLOP report (``--base NAME --depths ...``: any timm backbone with GMamba blocks, beside the plain base): a plain Swin baseline runs like the GMamba Swin (attention masks per forward, windows of 7).
+  the FLOP report: a plain Swin baseline runs like the GMamba Swin (attention masks per forward, windows of 7);
+  ``--base NAME --depths ...`` measures any timm backbone with GMamba blocks beside the plain base.
 * Peak memory above the model weights and the input, for one run after warm-up. CUDA:
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU (Linux): the peak resident set,
   reset through ``/proc/self/clear_refs`` and read from ``VmHWM``, in a child whose glibc mmap threshold is

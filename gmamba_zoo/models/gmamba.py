@@ -1,4 +1,5 @@
-"""GMamba backbones: GSSM blocks inserted after the stages of timm's ResNet, ConvNeXt and Swin.
+"""GMamba backbones: GSSM blocks inserted after the stages of any hierarchical timm backbone (registered: ResNet,
+ConvNeXt, Swin).
 
 Paper: "Enabling True Global Perception in State Space Models for Visual Tasks" (GMamba, ICLR 2026)::
 
@@ -10,12 +11,13 @@ Paper: "Enabling True Global Perception in State Space Models for Visual Tasks" 
       url={https://openreview.net/forum?id=96p1eBUVaN}
     }
 
-One mechanism, :func:`add_gmamba`, inserts :class:`~gmamba_zoo.layers.GMambaBlock` s in place at the end of each
-stage of a timm backbone. Every registered ``*_gmamba`` model is a configuration of it (a timm base model and a
-block count per stage: its record in :data:`~gmamba_zoo.models.variants.ZOO_VARIANTS`), built through timm's
-``build_model_with_cfg``, so timm's own ``forward_features``, ``forward_intermediates``, ``features_only``, gradient
-checkpointing, ``group_matcher`` and classifier handling keep working, and the plain timm checkpoint's keys load
-unchanged.
+One mechanism, :func:`add_gmamba`, inserts :class:`~gmamba_zoo.layers.GMambaBlock` s in place after feature taps of
+any timm backbone with ``feature_info``, and one build, :func:`create_model`, makes a timm model of it: any timm base
+through ``gmamba_zoo.create_model(base, gmamba_depths=...)``, and every registered ``*_gmamba`` model as a record in
+:data:`~gmamba_zoo.models.variants.ZOO_VARIANTS` (a timm base, a block count per tap, pretrained tags, a
+``features_only`` cfg). Both go through timm's ``build_model_with_cfg``, so timm's own ``forward_features``,
+``forward_intermediates``, ``features_only``, gradient checkpointing, ``group_matcher`` and classifier handling keep
+working, and the plain timm checkpoint's keys load unchanged.
 
 Defaults follow the paper's placement table: (2, 2, 2, 1) blocks after stages 1-4 for the segmentation backbones
 (ResNet-18/34, ConvNeXt, Swin) and (1, 1, 1, 0) for ResNet-50/101 (the detection configuration).
@@ -24,9 +26,13 @@ Defaults follow the paper's placement table: (2, 2, 2, 1) blocks after stages 1-
 Choices where the paper is silent:
     * Stages are found through the model's ``feature_info`` module names; ``depths[i]`` goes with the i-th of the
       last ``len(depths)`` feature taps (for ResNet, whose first tap is the stem, 4 depths go to ``layer1..4``).
-    * Blocks are appended to the stage's own ``nn.Sequential`` (ResNet ``layerN``) or to its ``blocks`` Sequential
-      (ConvNeXt ``stages[i].blocks``, Swin ``layers[i].blocks``, channels-last there because timm's Swin stages are
-      NHWC), so they run on the stage's output and are checkpointed with the stage's blocks.
+    * Where the blocks go is read from the model by :func:`plan_gmamba`: one probe forward records each tapped
+      module's output (its layout, NCHW or NHWC, and whether it is one stage's single map). The blocks are appended
+      to the tapped module when it is an ``nn.Sequential`` (ResNet ``layerN``) or to its ``blocks`` Sequential when
+      that computes the module's output (ConvNeXt ``stages[i].blocks``, Swin ``layers[i].blocks``, channels-last
+      there), so they run on the stage's output and are checkpointed with the stage's blocks; otherwise they are
+      held in a new ``gmamba`` Sequential of the tapped module, run by the module itself (a stage that runs its
+      children in order) or by a forward hook on it. Taps where blocks cannot go are refused before any is built.
     * Stochastic depth of the inserted blocks rises linearly from 0 to ``drop_path_rate`` over all inserted blocks in
       order; ``drop_path_rate`` also goes to the base model as usual. Left out, the inserted blocks have none.
     * Swin is built by :func:`~gmamba_zoo.models.swin.create_for_input_size` (attention masks built per forward, a
@@ -62,7 +68,8 @@ from .swin import create_for_input_size, is_swin
 from .variants import GMAMBA_VARIANTS, ZOO_VARIANTS, parse_gmamba_spec
 
 __all__ = [
-    'add_gmamba', 'plan_gmamba', 'create_model', 'build_for_input_size', 'GMambaTap', 'GMambaPlacementError', 'gmamba_no_weight_decay',
+    'add_gmamba', 'plan_gmamba', 'create_model', 'build_for_input_size', 'GMambaTap', 'GMambaPlacementError',
+    'gmamba_no_weight_decay',
     'GMAMBA_VARIANTS', 'checkpoint_filter_fn',
 ]
 
@@ -94,6 +101,10 @@ def _feature_info_list(model: nn.Module) -> List[Dict[str, Any]]:
 
 class GMambaPlacementError(TypeError):
     """GMamba blocks cannot be placed after a feature tap of a model; the message names the model, the tap and why."""
+
+
+class _ProbeError(GMambaPlacementError):
+    """The probe forward failed at every size tried (on the meta device: an op without a meta kernel, perhaps)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +195,7 @@ def _probe(model: nn.Module, name: str, info: List[Dict[str, Any]], watch: Dict[
                 return records
             except Exception as e:  # noqa: BLE001 (any failure of a foreign model's forward: try the next size)
                 errors.append(f'{h} x {w}: {type(e).__name__}: {e}')
-        raise GMambaPlacementError(
+        raise _ProbeError(
             f'add_gmamba: cannot place GMamba blocks in {name}: a probe forward, which reads the layout of each '
             f'feature tap\'s output, failed at every size tried ({"; ".join(errors)}).')
     finally:
@@ -630,7 +641,10 @@ def create_model(
         num_taps = len(_feature_info_list(probe_model))
         if gmamba_depths is None:
             gmamba_depths = (1,) * min(4, num_taps)
-        plan_gmamba(probe_model, gmamba_depths, name=base)
+        try:
+            plan_gmamba(probe_model, gmamba_depths, name=base)
+        except _ProbeError:  # the base does not run on the meta device: the real build's add_gmamba checks it
+            pass
     elif gmamba_depths is None:
         raise ValueError(f'{owner}: give gmamba_depths (blocks per feature tap); the base\'s taps could not be read.')
     depths = check_int_sequence(owner, 'gmamba_depths', gmamba_depths, minimum=0)
