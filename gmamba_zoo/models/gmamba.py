@@ -648,9 +648,9 @@ def create_model(
     elif gmamba_depths is None:
         raise ValueError(f'{owner}: give gmamba_depths (blocks per feature tap); the base\'s taps could not be read.')
     depths = check_int_sequence(owner, 'gmamba_depths', gmamba_depths, minimum=0)
-    feature_cfg = dict(flatten_sequential=True)
+    feature_cfg = dict(flatten_sequential=True)  # for feature_cls='list' or 'hook' (timm drops it for the getter)
     if probe_model is None or hasattr(probe_model, 'forward_intermediates'):
-        feature_cfg = dict(feature_cls='getter')
+        feature_cfg['feature_cls'] = 'getter'
     if num_taps is not None:
         feature_cfg['out_indices'] = tuple(range(num_taps))
     variant = f'{base}.{tag}' if tag else base
