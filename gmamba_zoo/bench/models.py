@@ -8,8 +8,9 @@ lose up to a fifth of their CPU time to their neighbours at times) affects both 
 * Time: ``warmup`` untimed runs, then ``iters`` timed runs (``torch.cuda.synchronize`` around each on CUDA);
   the median is reported as latency and ``batch / median`` as throughput. ``fwd`` is inference (eval mode,
   ``torch.no_grad``); ``fwd_bwd`` is a training step without the optimizer (train mode, ``out.sum().backward()``).
-* Models and baselines are built by :func:`gmamba_zoo.models.create_for_input_size` for the benchmark's size, as in
-  the FLOP report: a plain Swin baseline runs like the GMamba Swin (attention masks per forward, windows of 7).
+* Models and baselines are built by :func:`gmamba_zoo.models.build_for_input_size` for the benchmark's size, as in
+  the FLOP report: a plain Swin baseline runs like the GMamba Swin (attention masks per forward, windows of 7);
+  ``--base NAME --depths ...`` measures any timm backbone with GMamba blocks beside the plain base.
 * Peak memory above the model weights and the input, for one run after warm-up. CUDA:
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU (Linux): the peak resident set,
   reset through ``/proc/self/clear_refs`` and read from ``VmHWM``, in a child whose glibc mmap threshold is
@@ -89,9 +90,9 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tuple[int, ...]]:
     """The module and its input shape for a spec: ``{'model': name}`` or ``{'block': 'gmamba'|'attn-sdpa'|...}``."""
     b = spec['batch']
     if 'model' in spec:
-        from ..models import create_for_input_size
+        from ..models import build_for_input_size
         h, w = spec['size']
-        return create_for_input_size(spec['model'], (h, w)), (b, 3, h, w)
+        return build_for_input_size(spec['model'], (h, w)), (b, 3, h, w)
     dim, g = spec['dim'], spec['grid']
     if spec['block'] == 'gmamba':
         from ..layers import GMambaBlock
@@ -246,8 +247,10 @@ def _settings_line(s: Dict[str, Any]) -> str:
 
 def _model_names(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
     """(model, baseline) pairs; a baseline measured once is not repeated."""
-    from ..models import baseline_name, list_models
+    from ..models import baseline_name, gmamba_spec, list_models
     names = args.models if args.models is not None else list_models()
+    if getattr(args, 'base', None):  # a timm base with GMamba blocks, beside the base
+        names = [n for n in names if args.models is not None] + [gmamba_spec(args.base, args.depths)]
     return [(n, None if args.no_baselines else baseline_name(n)) for n in names]
 
 
@@ -368,11 +371,11 @@ def flops_of(names: Sequence[str], size: Sequence[int], count: bool = False,
             if all(n in known for n in names):
                 return {n: known[n] for n in names}, f"docs/flops.json ({rep.get('machine', {}).get('date', '-')})"
     from ..flops.counter import count as count_flops
-    from ..models import create_for_input_size
+    from ..models import build_for_input_size
     out: Dict[str, Optional[float]] = {}
     for n in names:
         try:
-            out[n] = count_flops(create_for_input_size(n, tuple(size)), (3, *size), what=n)['gflops']
+            out[n] = count_flops(build_for_input_size(n, tuple(size)), (3, *size), what=n)['gflops']
         except Exception as e:  # a model the counter cannot trace: no ratio for it, the timings stand
             out[n] = None
             if log:
@@ -524,6 +527,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--what', nargs='+', choices=('models', 'scaling'), default=['models', 'scaling'],
                         help='model benchmark, scaling study, or both (default)')
     parser.add_argument('--models', nargs='*', help='timm model names (default: every zoo model)')
+    parser.add_argument('--base', help='any timm backbone: measure it with GMamba blocks (--depths) beside itself; '
+                                       'with --models, in addition to those')
+    parser.add_argument('--depths', type=int, nargs='+', default=[1, 1, 1, 1],
+                        help='with --base: GMamba blocks after each of its last len(depths) feature taps')
     parser.add_argument('--no-baselines', action='store_true', help='do not measure the plain timm baselines')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--img-size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))

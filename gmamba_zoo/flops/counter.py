@@ -47,8 +47,8 @@ from torch import nn
 from ..bench.progress import Progress, add_quiet_argument
 from ..compat import flop_analysis, fvcore_nn
 from ..models.features import feature_info_dicts
-from ..models.swin import create_for_input_size
-from ..models.variants import baseline_name
+from ..models.gmamba import build_for_input_size
+from ..models.variants import baseline_name, gmamba_spec
 
 __all__ = [
     'FLOP_HANDLES', 'SHAPE_OPS', 'ELEMENTWISE_OPS', 'FLOP_FREE_OPS', 'SkippedOpsError', 'ZooFlopCountAnalysis',
@@ -341,10 +341,11 @@ def _feature_info(model: nn.Module) -> Tuple[List[int], List[int]]:
 def _create(name: str, size: Optional[Tuple[int, int]] = None, **kwargs) -> nn.Module:
     """Build a model in eval mode, laid out for ``size``: a Swin (plain or GMamba) keeps its windows at any size.
 
-    Both a model and its baseline come from :func:`gmamba_zoo.models.create_for_input_size`, so a plain Swin
-    baseline computes the way the GMamba Swin does (timm's own resize would scale the windows with the grid).
+    Both a model and its baseline come from :func:`gmamba_zoo.models.build_for_input_size`, so a plain Swin
+    baseline computes the way the GMamba Swin does (timm's own resize would scale the windows with the grid); a
+    ``'base+gmamba(1,1,1,1)'`` name (``--base``) is any timm backbone with GMamba blocks.
     """
-    return create_for_input_size(name, size, **kwargs).eval()
+    return build_for_input_size(name, size, **kwargs).eval()
 
 
 def measure(name: str, size: Tuple[int, int], det_size: Optional[Tuple[int, int]],
@@ -566,6 +567,10 @@ def update_readme(path: Path, table: str) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--models', nargs='*', help='zoo models (default: every registered one)')
+    parser.add_argument('--base', help='any timm backbone: count it with GMamba blocks (--depths) beside itself; '
+                                       'with --models, in addition to those')
+    parser.add_argument('--depths', type=int, nargs='+', default=[1, 1, 1, 1],
+                        help='with --base: GMamba blocks after each of its last len(depths) feature taps')
     parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
     parser.add_argument('--det-size', type=int, nargs=2, default=(800, 1216), metavar=('H', 'W'),
                         help='detection size (backbone only)')
@@ -579,8 +584,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import list_models
-    names = args.models or list_models()
+    names = args.models or ([] if getattr(args, 'base', None) else list_models())
     unknown = sorted(set(names) - set(list_models()))
+    if getattr(args, 'base', None):
+        names = list(names) + [gmamba_spec(args.base, args.depths)]
     if unknown:
         raise SystemExit(f'gmamba-zoo flops: unknown models {unknown}; `gmamba-zoo list` shows them.')
     if not names:
