@@ -5,7 +5,7 @@ timm gives for its base: forward and backward, the same outputs as the base at i
 weights loaded into both), features_only channels and strides equal to the base's, forward_intermediates, gradient
 checkpointing, reset_classifier, pretrained_cfg, and blocks that receive gradients. torch.fx (timm's FX feature
 extractor) and torch.export with dynamic H and W run on a subset covering every placement and layout; the longer
-exports only with ``GMAMBA_ZOO_SLOW_TESTS=1``. The families where blocks cannot go are refused by message.
+exports in the slow set (``pytest -m slow``, which CI runs). The families where blocks cannot go are refused by message.
 """
 import copy
 import os
@@ -24,7 +24,6 @@ from gmamba_zoo.models import GMambaPlacementError, plan_gmamba
 from hub_cache import put_in_hub_cache
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-SLOW = pytest.mark.skipif(not os.environ.get('GMAMBA_ZOO_SLOW_TESTS'), reason='set GMAMBA_ZOO_SLOW_TESTS=1')
 
 # base -> (its build arguments, the expected placement of the blocks of its last four taps, layout)
 WORKS = {
@@ -294,7 +293,7 @@ def _export_and_compare(base: str, depths) -> None:
 # The placements the registered models do not use (a child the stage runs, a hook, NHWC stages' blocks); appending
 # to a Sequential or to `blocks` is exported in tests/test_export.py (resnet18_gmamba, convnext_t_gmamba). Not here:
 # resnet18d and convnextv2_atto, whose plain timm models already fail torch.export with a dynamic H and W.
-@SLOW  # 1 to 2 minutes each on 2 CPU cores
+@pytest.mark.slow  # 1 to 2 minutes each on 2 CPU cores
 @pytest.mark.parametrize('base, depths', [
     ('pvt_v2_b0', (0, 0, 0, 1)), ('regnety_016', (0, 0, 1, 0)), ('caformer_s18', (0, 0, 1, 1)),
     ('mambaout_femto', (0, 0, 0, 1)),
