@@ -8,7 +8,6 @@ extractor) and torch.export with dynamic H and W run on a subset covering every 
 exports in the slow set (``pytest -m slow``, which CI runs). The families where blocks cannot go are refused by message.
 """
 import copy
-import os
 import pickle
 
 import pytest
