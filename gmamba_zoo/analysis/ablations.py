@@ -146,7 +146,9 @@ def component_params(widths: Sequence[int]) -> Dict[str, int]:
     ``'rest'`` (norms, MLP, layer scales)."""
     out = dict.fromkeys(_PARTS + ('rest',), 0)
     for w in widths:
-        for name, p in GMambaBlock(w).named_parameters():
+        with torch.device('meta'):  # shapes only
+            block = GMambaBlock(w)
+        for name, p in block.named_parameters():
             part = name.split('.')[1] if name.startswith('mixer.') else 'rest'
             out[part] += p.numel()
     return out
@@ -193,7 +195,8 @@ def measure(size: Tuple[int, int] = (512, 512), flops: bool = True, criterion_si
             row['criterion'].append(dict(size=n, tau=res.tau, holds=res.holds))
         rows.append(row)
     widths = _widths()
-    select = sum(count_params(GMambaBlock(w).mixer.fgmm.select) for w in widths)
+    with torch.device('meta'):
+        select = sum(count_params(GMambaBlock(w).mixer.fgmm.select) for w in widths)
     return dict(size=list(size), base_flops=base_flops, rows=rows, widths=widths, parts=component_params(widths),
                 select=select, seconds=time.perf_counter() - start)
 
@@ -331,8 +334,8 @@ def report(rep: Dict[str, Any], command: str, machine: Mapping[str, Any]) -> str
         f"({_g(rep['base_flops'])} G at that size). The paper gives GFLOPs only in Table 6 (one-way 85.66 G, four-way "
         '91.00 G, for its whole UNet), so only the difference between scan directions can be compared. Criterion: '
         '`gradient_criterion` (the tool behind `gmamba-zoo criterion`) on one block of 16 channels with layer scale '
-        '0.5 (at 0 a block is the identity), exact Jacobian in float64, outputs at the first, centre and last position; '
-        'it holds when every input position has a gradient norm above 1e-9 of the mean.', '',
+        '0.5 (at 0 a block is the identity), exact Jacobian in float64, outputs at the first, centre and last '
+        'position; it holds when every input position has a gradient norm above 1e-9 of the mean.', '',
         '## Which parameters are per direction', '',
         *_arithmetic(rep), '',
         '## Where our counts differ from the paper\'s', '',
@@ -342,15 +345,15 @@ def report(rep: Dict[str, Any], command: str, machine: Mapping[str, Any]) -> str
         lines += [
             f'- **FGMM, 0.31 or 0.26 M.** FGMM here is {_m(full - no_fgmm)} M over the seven blocks '
             f"(`fgmm` part: {parts['fgmm'] / 1e6:.3f} M). The paper's own rows give two values for it: "
-            f'"DFT+FGMM+SSM" minus "SSM only" is 68.62 - 68.31 = 0.31 M (ours: {_m(no_fem - ssm)} M, the same), while the full '
-            f'block minus "FEM+SSM" is 71.06 - 70.80 = 0.26 M. The adaptive FEM likewise: full minus "DFT+FGMM+SSM" '
-            f'is 71.06 - 68.62 = 2.44 M (ours: {_m(full - no_fem)} M), "FEM+SSM" minus "SSM only" is 70.80 - 68.31 = '
-            f'2.49 M (ours: {_m(no_fgmm - ssm)} M). Both disagreements point at the same row: the paper\'s "FEM+SSM" '
-            'model held about 0.05 M that the other three rows do not account for. The likely reason is that, '
-            'without FGMM, something of its own handed FEM\'s output to the scan (the paper does not say what; '
-            f"FGMM's selection branch alone, which mixes x with the frequency features, is {_m(rep['select'])} M), "
-            'or that row was counted on a different build. Ours feeds F_freq to the scan directly, adding nothing; '
-            'the layer is not changed to hit the figure.',
+            f'"DFT+FGMM+SSM" minus "SSM only" is 68.62 - 68.31 = 0.31 M (ours: {_m(no_fem - ssm)} M, the same), '
+            'while the full block minus "FEM+SSM" is 71.06 - 70.80 = 0.26 M. The adaptive FEM likewise: full minus '
+            f'"DFT+FGMM+SSM" is 71.06 - 68.62 = 2.44 M (ours: {_m(full - no_fem)} M), "FEM+SSM" minus "SSM only" '
+            f'is 70.80 - 68.31 = 2.49 M (ours: {_m(no_fgmm - ssm)} M). Both disagreements point at the same row: '
+            'the paper\'s "FEM+SSM" model held about 0.05 M that the other three rows do not account for. The '
+            'likely reason is that, without FGMM, something of its own handed FEM\'s output to the scan (the paper '
+            "does not say what; FGMM's selection branch alone, which mixes x with the frequency features, is "
+            f"{_m(rep['select'])} M), or that row was counted on a different build. Ours feeds F_freq to the scan "
+            'directly, adding nothing; the layer is not changed to hit the figure.',
         ]
     if four.get('added_flops') is not None and one.get('added_flops') is not None:
         over = (four['added_flops'] - one['added_flops']) / 1e9

@@ -37,7 +37,7 @@ from __future__ import annotations
 import inspect
 import math
 from functools import partial
-from typing import Any, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -312,6 +312,13 @@ def _to_order(x: Tensor, size: Sequence[int], order: str) -> Tensor:
     return x.flip(2) if order.endswith('reverse') else x
 
 
+def _per_direction(t: Tensor, k: int) -> List[Tensor]:
+    """[K*B, ...] -> K tensors [B, ...]: an exact split (``chunk`` would make torch.export guard on the batch), by
+    index (torch.fx cannot iterate over ``unbind``)."""
+    t = t.unflatten(0, (k, -1))
+    return [t[i] for i in range(k)]
+
+
 def _from_order(y: Tensor, size: Sequence[int], order: str) -> Tensor:
     """The inverse of :func:`_to_order`: y [B, m, H*W] in scan order ``order`` -> raster order."""
     if order.endswith('reverse'):
@@ -427,9 +434,6 @@ class GSSMMixer(SelectiveSSM):
         """The front end and the scan, over each scan direction: xs [B, m, L] -> y [B, m, L] (raster order)."""
         if self.extra_directions is None:
             return super().ssm(xs, z, size)
-        if len(size) != 2:
-            raise ValueError(f'GSSMMixer: scan_directions > 1 needs a 2-D map [B, H, W, C], got positions '
-                             f'{tuple(size)}.')
         n, r = self.d_state, self.dt_rank
         orders = SCAN_ORDERS[:self.scan_directions]
         dt_projs = [self.dt_proj] + [d.dt_proj for d in self.extra_directions.values()]
@@ -443,10 +447,10 @@ class GSSMMixer(SelectiveSSM):
         dt, B, C = linear(self.x_proj, u.transpose(1, 2)).split([r, n, n], dim=-1)
         # each direction's step-size bias added here (in float32, as the scan adds delta_bias), so one scan runs all
         dt = torch.cat([F.linear(d, proj.weight).transpose(1, 2) + proj.bias.float()[:, None]
-                        for d, proj in zip(dt.chunk(len(orders)), dt_projs)])
+                        for d, proj in zip(_per_direction(dt, len(orders)), dt_projs)])
         y = selective_scan_fn(u, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
                               self.D.float(), delta_softplus=True)
-        ys = [_from_order(y_k, size, order) for y_k, order in zip(y.chunk(len(orders)), orders)]
+        ys = [_from_order(y_k, size, order) for y_k, order in zip(_per_direction(y, len(orders)), orders)]
         out = ys[0]
         for y_k in ys[1:]:  # element-wise adds (a sum over a stacked dim would count as a reduction's FLOPs)
             out = out + y_k
