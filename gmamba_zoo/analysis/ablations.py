@@ -15,6 +15,7 @@ how much and what the paper's own rows imply.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -89,15 +90,21 @@ def _widths() -> List[int]:
     return [m.dim for m in model.modules() if isinstance(m, GMambaBlock)]
 
 
+@functools.lru_cache(maxsize=None)
+def _base_params(base: str) -> int:
+    import timm
+    with torch.device('meta'):
+        return count_params(timm.create_model(base))
+
+
 def added_params(kwargs: Mapping[str, Any], variant: str = VARIANT) -> int:
-    """Parameters the blocks with options ``kwargs`` add to the variant's plain timm base (built on the meta device:
-    no memory, no initialisation work)."""
+    """Parameters the blocks with options ``kwargs`` add to the variant's plain timm base (both built on the meta
+    device: no memory, no initialisation work)."""
     import timm
     import gmamba_zoo  # noqa: F401
     with torch.device('meta'):
         model = timm.create_model(variant, gmamba_kwargs=dict(kwargs))
-        base = timm.create_model(GMAMBA_VARIANTS[variant].base)
-    return count_params(model) - count_params(base)
+    return count_params(model) - _base_params(GMAMBA_VARIANTS[variant].base)
 
 
 def added_flops(kwargs: Mapping[str, Any], size: Tuple[int, int], variant: str = VARIANT,
