@@ -24,6 +24,10 @@ Choices where the paper is silent (see also the README):
       windows instead (the map zero-padded at the bottom and right to whole windows before the norm, each window
       its own DFT and scan), which reproduces the authors' released code (7x7 windows) as an ablation; a windowed
       block is not global (its outputs' gradients are zero outside their window: docs/official-code.md).
+    * The paper's ablations are options of the mixer (``frequency_path``, ``fgmm``, ``adaptive_fem``,
+      ``scan_directions``; see :class:`GSSMMixer` and docs/ablations.md). Without the adaptive FEM, FGMM is guided by
+      the fixed DFT low band; with several scan directions each extra one owns a FEM and a ``dt_proj``, the split the
+      paper's four-way parameter count implies.
 
 Evaluation shortcut (same function, same parameters): FEM's band projections, band weights and the first fusion
 layer are all linear, and the high band is ``x - low``, so together they equal ``x @ Mx.T + low @ Ml.T + c`` with

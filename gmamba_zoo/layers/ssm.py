@@ -113,6 +113,8 @@ class SelectiveSSM(nn.Module):
     """Mamba's selective-scan layer, configurable: in_proj, depthwise conv + SiLU, :meth:`modulate`, scan, out_proj.
 
     Maps ``[B, *S, C]`` to ``[B, *S, C]``: the positions S (any number of dims) are scanned in raster order.
+    :meth:`ssm` (modulate, step sizes, B and C, the scan) is the part a mixer overrides to scan in other orders
+    (GSSM's ``scan_directions``).
 
     Args:
         dim: Model width C, in and out.
