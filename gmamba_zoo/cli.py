@@ -49,6 +49,8 @@ COMMANDS: Dict[str, Command] = {
     'criterion': Command('gmamba_zoo.analysis.perception', "the paper's gradient criterion (does every output depend "
                          "on every input position?) for a model's features", 'add_criterion_arguments',
                          'run_criterion'),
+    'ablations': Command('gmamba_zoo.analysis.ablations', "the paper's ablations as block options: added params, "
+                         'GFLOPs and the gradient criterion of each, beside the paper\'s figures'),
     'longrange': Command('gmamba_zoo.analysis.longrange', 'long-range benchmark: a CNN, the same with GMamba blocks '
                          'and a scan-only variant on the corner-colour task'),
     'train': Command('gmamba_zoo.train.finetune', 'fine-tune a model on an ImageFolder data set (single process, or '

@@ -24,6 +24,10 @@ Choices where the paper is silent (see also the README):
       windows instead (the map zero-padded at the bottom and right to whole windows before the norm, each window
       its own DFT and scan), which reproduces the authors' released code (7x7 windows) as an ablation; a windowed
       block is not global (its outputs' gradients are zero outside their window: docs/official-code.md).
+    * The paper's ablations are options of the mixer (``frequency_path``, ``fgmm``, ``adaptive_fem``,
+      ``scan_directions``; see :class:`GSSMMixer` and docs/ablations.md). Without the adaptive FEM, FGMM is guided by
+      the fixed DFT low band; with several scan directions each extra one owns a FEM and a ``dt_proj``, the split the
+      paper's four-way parameter count implies.
 
 Evaluation shortcut (same function, same parameters): FEM's band projections, band weights and the first fusion
 layer are all linear, and the high band is ``x - low``, so together they equal ``x @ Mx.T + low @ Ml.T + c`` with
@@ -37,7 +41,7 @@ from __future__ import annotations
 import inspect
 import math
 from functools import partial
-from typing import Any, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -47,16 +51,18 @@ from torch import Tensor
 from timm.layers import DropPath, LayerScale, Mlp, register_notrace_function
 
 from ..compat import compiling_dynamic_shapes, forward_hooks_registered
-from ..ops import autocast_off
-from ._checks import check_bool, check_callable, check_int, check_keys, check_real, check_size
+from ..ops import autocast_off, selective_scan_fn
+from ._checks import check_bool, check_callable, check_choice, check_int, check_keys, check_real, check_size
 from .onednn import linear, linear_weights
-from .ssm import SSM_INIT_KWARGS, SelectiveSSM, check_ssm_args
+from .ssm import SSM_INIT_KWARGS, SelectiveSSM, check_ssm_args, init_dt_proj
 
 torch.fx.wrap('linear')  # an FX leaf for every tracer: a traced graph takes eager's oneDNN route (onednn.py)
+torch.fx.wrap('selective_scan_fn')  # and the scan of several directions (ssm.py registers it with timm)
 
 __all__ = [
     'frequency_split', 'low_band', 'low_band_mask', 'low_band_matrix', 'FrequencyEncoding', 'FrequencyGuidedModulation',
-    'GSSMMixer', 'GMambaBlock', 'GMambaMlp', 'InplaceGELU', 'check_gmamba_block_kwargs',
+    'GSSMMixer', 'GMambaBlock', 'GMambaMlp', 'InplaceGELU', 'ScanDirection', 'SCAN_ORDERS', 'check_gmamba_block_kwargs',
+    'check_gssm_mixer_args',
 ]
 
 
@@ -172,9 +178,11 @@ class FrequencyEncoding(nn.Module):
             c = self.fuse[0].bias + s_l * F.linear(self.low_proj.bias, w_l) + s_h * F.linear(self.high_proj.bias, w_h)
         return m_x, m_l, c
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: [B, m, H, W] -> F_freq [B, H*W, m] (tokens)."""
-        low = low_band(x, self.cutoff)
+    def forward(self, x: Tensor, low: Optional[Tensor] = None) -> Tensor:
+        """x: [B, m, H, W] -> F_freq [B, H*W, m] (tokens). ``low``: x's low band when already computed (several scan
+        directions, each with its own FEM, share one DFT of the same map)."""
+        if low is None:
+            low = low_band(x, self.cutoff)
         if self.fold is not None:
             hidden = self.fused(x, low, self.fold)
         elif torch.compiler.is_exporting():
@@ -245,12 +253,113 @@ class FrequencyGuidedModulation(nn.Module):
         return x_mod * (1 + torch.sigmoid(self.ratio) * g)
 
 
+#: The scan orders of ``scan_directions`` (1, 2 or 4 of them, in this order): raster (row-major) forward and reverse,
+#: then column-major forward and reverse, as VMamba's cross-scan.
+SCAN_ORDERS = ('row', 'row_reverse', 'column', 'column_reverse')
+_DIRECTION_COUNTS = (1, 2, 4)
+
+
+def check_gssm_mixer_args(owner: str, kwargs: Mapping[str, Any], arg: str = '{}') -> None:
+    """Check the front-end and scan-direction arguments of :class:`GSSMMixer` present in ``kwargs``, alone and together
+    (absent ones count as their defaults).
+
+    Raises:
+        TypeError: A value of the wrong type.
+        ValueError: A value out of range, or options that contradict each other (``fgmm=False`` with
+            ``frequency_path=False``: a scan-only block has no FGMM to leave out).
+    """
+    if 'freq_cutoff' in kwargs:
+        check_real(owner, arg.format('freq_cutoff'), kwargs['freq_cutoff'], 0, 0.5, low_open=True)
+    for name in ('frequency_path', 'fgmm', 'adaptive_fem'):
+        if name in kwargs:
+            check_bool(owner, arg.format(name), kwargs[name])
+    if 'scan_directions' in kwargs:
+        check_int(owner, arg.format('scan_directions'), kwargs['scan_directions'], minimum=1)
+        check_choice(owner, arg.format('scan_directions'), kwargs['scan_directions'], _DIRECTION_COUNTS)
+    frequency_path, fgmm, adaptive_fem = (kwargs.get(k, True) for k in ('frequency_path', 'fgmm', 'adaptive_fem'))
+    if not frequency_path:
+        for name in ('fgmm', 'adaptive_fem'):
+            if not kwargs.get(name, True):
+                raise ValueError(
+                    f'{owner}: {arg.format(name)}=False has no meaning with {arg.format("frequency_path")}=False (the '
+                    f'scan-only block has neither FEM nor FGMM to leave out); leave {arg.format(name)} at True.')
+    elif not fgmm and not adaptive_fem:
+        raise ValueError(
+            f'{owner}: {arg.format("fgmm")}=False together with {arg.format("adaptive_fem")}=False leaves no front end '
+            f'(expected at most one of them False); for a block without the frequency path pass '
+            f'{arg.format("frequency_path")}=False.')
+
+
+class ScanDirection(nn.Module):
+    """What a scan direction other than the first has of its own: a step-size projection and, in a block with the
+    adaptive FEM, its own FEM (see :class:`GSSMMixer`, ``scan_directions``).
+
+    Args:
+        dim: The scan's width m.
+        dt_rank: Rank of the step-size projection.
+        fem: The direction's FEM, or None.
+        **init_kwargs: The initial step-size range (dt_min, dt_max, dt_init_floor), see
+            :func:`~gmamba_zoo.layers.ssm.init_dt_proj`.
+    """
+
+    def __init__(self, dim: int, dt_rank: int, fem: Optional[FrequencyEncoding] = None, **init_kwargs):
+        super().__init__()
+        self.fem = fem
+        self.dt_proj = nn.Linear(dt_rank, dim)
+        init_dt_proj(self.dt_proj, **init_kwargs)
+
+
+def _to_order(x: Tensor, size: Sequence[int], order: str) -> Tensor:
+    """x [B, m, H*W] in raster order -> the same positions in scan order ``order`` (one of :data:`SCAN_ORDERS`)."""
+    if order.startswith('column'):
+        x = x.unflatten(2, size).transpose(2, 3).flatten(2)
+    return x.flip(2) if order.endswith('reverse') else x
+
+
+def _per_direction(t: Tensor, k: int) -> List[Tensor]:
+    """[K*B, ...] -> K tensors [B, ...]: an exact split (``chunk`` would make torch.export guard on the batch), by
+    index (torch.fx cannot iterate over ``unbind``)."""
+    t = t.unflatten(0, (k, -1))
+    return [t[i] for i in range(k)]
+
+
+def _from_order(y: Tensor, size: Sequence[int], order: str) -> Tensor:
+    """The inverse of :func:`_to_order`: y [B, m, H*W] in scan order ``order`` -> raster order."""
+    if order.endswith('reverse'):
+        y = y.flip(2)
+    if order.startswith('column'):
+        y = y.unflatten(2, (size[1], size[0])).transpose(2, 3).flatten(2)
+    return y
+
+
 class GSSMMixer(SelectiveSSM):
     """The GSSM token mixer: in_proj, depthwise conv, FEM + FGMM on one half, selective scan, out_proj.
 
     Maps [B, H, W, C] to [B, H, W, C]. A :class:`~gmamba_zoo.layers.ssm.SelectiveSSM` with E = C / 2, the conv (same
     padding) and SiLU over both halves, FEM + FGMM modulating the scan input x, and no gate in the scan: the other half
     z is concatenated to the scan's output.
+
+    The paper's ablations are options (docs/ablations.md), each leaving out parameters and never adding any to the
+    default block, whose parameters, state-dict keys and outputs they leave unchanged:
+
+    ===============================  ======================================================================
+    option                           the paper's row
+    ===============================  ======================================================================
+    ``frequency_path=False``         "SSM only": neither FEM nor FGMM; a causal scan-only mixer
+    ``fgmm=False``                   "FEM+SSM": FEM's output F_freq is the scan's input (no FGMM)
+    ``adaptive_fem=False``           "DFT+FGMM+SSM": no learned band projections, band weights or fusion;
+                                     F_freq is the fixed DFT low band of x (|f| < ``freq_cutoff``)
+    ``scan_directions=2`` / ``4``    bidirectional / four-way scanning (Table 6)
+    ===============================  ======================================================================
+
+    With several scan directions, direction k scans the modulated map in its order (:data:`SCAN_ORDERS`: raster
+    forward and reverse, then column-major forward and reverse) and the outputs, back in raster order, are summed
+    before z is concatenated, as VMamba merges its cross-scan. Each direction after the first has its own FEM (when
+    the block has the adaptive FEM) and its own step-size projection ``dt_proj``, in :attr:`extra_directions`;
+    in_proj, the conv, FGMM, x_proj, A_log, D and out_proj are shared. That split is the one the paper's parameter
+    counts imply (four-way scanning adds 7.44 M over 7 ConvNeXt-S blocks: three FEMs and three dt_projs are 7.437 M;
+    docs/ablations.md has the arithmetic and the alternatives it rules out). The directions' FEMs share one DFT of
+    the map, and the directions run as one scan over a K-times batch.
 
     Args:
         dim: Channels C (even); the scan runs on m = C / 2 channels, the other half passes beside it.
@@ -260,7 +369,13 @@ class GSSMMixer(SelectiveSSM):
         freq_cutoff: Low band cut-off in cycles per sample, see :func:`frequency_split`.
         frequency_path: With False the FEM/FGMM front end is left out: a plain (causal) scan-only mixer, for
             ablations and for showing what the frequency path adds.
+        fgmm: With False, FGMM is left out and FEM's output is the scan's input.
+        adaptive_fem: With False, FEM is left out and FGMM is guided by the fixed DFT low band of x.
+        scan_directions: 1 (default), 2 or 4 scan orders, see above.
         **ssm_kwargs: The initial step-size range (dt_min, dt_max, dt_init_floor), see :class:`SelectiveSSM`.
+
+    Raises:
+        TypeError, ValueError: A bad argument or a contradictory combination (:func:`check_gssm_mixer_args`).
     """
 
     def __init__(
@@ -271,23 +386,79 @@ class GSSMMixer(SelectiveSSM):
             dt_rank: Union[int, str] = 'auto',
             freq_cutoff: float = 0.25,
             frequency_path: bool = True,
+            fgmm: bool = True,
+            adaptive_fem: bool = True,
+            scan_directions: int = 1,
             **ssm_kwargs,
     ):
         if dim < 2 or dim % 2:
             raise ValueError(f'GSSMMixer: dim must be an even number of channels >= 2, got {dim}.')
-        front_end = dict(fem=partial(FrequencyEncoding, cutoff=freq_cutoff), fgmm=FrequencyGuidedModulation)
+        check_gssm_mixer_args(type(self).__name__, dict(
+            freq_cutoff=freq_cutoff, frequency_path=frequency_path, fgmm=fgmm, adaptive_fem=adaptive_fem,
+            scan_directions=scan_directions))
+        front_end = {}
+        if frequency_path and adaptive_fem:
+            front_end['fem'] = partial(FrequencyEncoding, cutoff=freq_cutoff)
+        if frequency_path and fgmm:
+            front_end['fgmm'] = FrequencyGuidedModulation
         super().__init__(
             dim, dim // 2, d_state=d_state, d_conv=d_conv, causal=False, conv_z=True, gate='concat', dt_rank=dt_rank,
-            front_end=front_end if frequency_path else None, **ssm_kwargs)
-        if not frequency_path:
-            self.fem = self.fgmm = None
+            front_end=front_end or None, **ssm_kwargs)
+        self.freq_cutoff, self.frequency_path, self.scan_directions = freq_cutoff, frequency_path, scan_directions
+        for name in ('fem', 'fgmm'):
+            if name not in front_end:
+                setattr(self, name, None)
+        self.extra_directions: Optional[nn.ModuleDict] = None
+        if scan_directions > 1:  # registered last: a one-way block's parameters and random draws are unchanged
+            self.extra_directions = nn.ModuleDict({
+                order: ScanDirection(
+                    self.d_inner, self.dt_rank, FrequencyEncoding(self.d_inner, freq_cutoff) if 'fem' in front_end
+                    else None, **ssm_kwargs)
+                for order in SCAN_ORDERS[1:scan_directions]})
 
     def modulate(self, x: Tensor, size: Sequence[int]) -> Tensor:
         """FEM + FGMM: x [B, m, H*W], ``size`` = (H, W) -> modulated x [B, m, H*W]; identity without them."""
-        if self.fem is None:
+        return self._front_end(x, size, self.fem)
+
+    def _front_end(self, x: Tensor, size: Sequence[int], fem: Optional[nn.Module], low: Optional[Tensor] = None
+                   ) -> Tensor:
+        """:meth:`modulate` with a given FEM (a scan direction's) and, optionally, x's low band already computed."""
+        if not self.frequency_path:
             return x
-        f_freq = self.fem(x.unflatten(2, size))  # [B, L, m]
+        x_map = x.unflatten(2, size)
+        if fem is not None:
+            f_freq = fem(x_map) if low is None else fem(x_map, low)  # [B, L, m]
+        else:  # no adaptive FEM: the fixed band split's low band guides FGMM
+            f_freq = _tokens(low_band(x_map, self.freq_cutoff) if low is None else low, x.dtype)
+        if self.fgmm is None:  # FEM + SSM: FEM's output is the scan's input
+            return f_freq.transpose(1, 2)
         return self.fgmm(x.transpose(1, 2), f_freq).transpose(1, 2)
+
+    def ssm(self, xs: Tensor, z: Tensor, size: Sequence[int]) -> Tensor:
+        """The front end and the scan, over each scan direction: xs [B, m, L] -> y [B, m, L] (raster order)."""
+        if self.extra_directions is None:
+            return super().ssm(xs, z, size)
+        n, r = self.d_state, self.dt_rank
+        orders = SCAN_ORDERS[:self.scan_directions]
+        dt_projs = [self.dt_proj] + [d.dt_proj for d in self.extra_directions.values()]
+        if self.fem is not None:  # a FEM per direction, one DFT
+            low = low_band(xs.unflatten(2, size), self.freq_cutoff)
+            fems = [self.fem] + [d.fem for d in self.extra_directions.values()]
+            mods = [self._front_end(xs, size, fem, low) for fem in fems]
+        else:
+            mods = [self.modulate(xs, size)] * len(orders)
+        u = torch.cat([_to_order(x, size, order) for x, order in zip(mods, orders)])  # [K*B, m, L]
+        dt, B, C = linear(self.x_proj, u.transpose(1, 2)).split([r, n, n], dim=-1)
+        # each direction's step-size bias added here (in float32, as the scan adds delta_bias), so one scan runs all
+        dt = torch.cat([F.linear(d, proj.weight).transpose(1, 2) + proj.bias.float()[:, None]
+                        for d, proj in zip(_per_direction(dt, len(orders)), dt_projs)])
+        y = selective_scan_fn(u, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
+                              self.D.float(), delta_softplus=True)
+        ys = [_from_order(y_k, size, order) for y_k, order in zip(_per_direction(y, len(orders)), orders)]
+        out = ys[0]
+        for y_k in ys[1:]:  # element-wise adds (a sum over a stacked dim would count as a reduction's FLOPs)
+            out = out + y_k
+        return out
 
 
 class InplaceGELU(nn.GELU):
@@ -381,10 +552,7 @@ def check_gmamba_block_kwargs(
     for name in ('norm_layer', 'act_layer'):
         if name in kwargs:
             check_callable(owner, arg.format(name), kwargs[name])
-    if 'freq_cutoff' in kwargs:
-        check_real(owner, arg.format('freq_cutoff'), kwargs['freq_cutoff'], 0, 0.5, low_open=True)
-    if 'frequency_path' in kwargs:
-        check_bool(owner, arg.format('frequency_path'), kwargs['frequency_path'])
+    check_gssm_mixer_args(owner, kwargs, arg)
     if kwargs.get('window_size') is not None:
         check_size(owner, arg.format('window_size'), kwargs['window_size'])
     check_ssm_args(owner, kwargs, causal=False, arg=arg)
@@ -406,7 +574,8 @@ class GMambaBlock(nn.Module):
         act_layer: Activation of the MLP (:class:`GMambaMlp` applies an ``nn.GELU`` in place when nothing can see it).
         window_size: None (default): the mixer sees the whole map, as the paper's theory states. An int or (h, w):
             it runs on non-overlapping windows of that size (the released code's 7x7 windowing, as an ablation).
-        mixer_kwargs: Passed to :class:`GSSMMixer` (d_state, d_conv, dt_rank, freq_cutoff, frequency_path, ...).
+        mixer_kwargs: Passed to :class:`GSSMMixer` (d_state, d_conv, dt_rank, freq_cutoff, and the ablations
+            frequency_path, fgmm, adaptive_fem, scan_directions: docs/ablations.md).
 
     Attributes:
         grad_checkpointing: Recompute the block's activations in backward (see :meth:`set_grad_checkpointing`).

@@ -39,7 +39,7 @@ from ..ops import selective_scan_fn
 from ._checks import check_bool, check_callable, check_choice, check_int, check_mapping, check_real
 from .onednn import conv1d_tokens, linear
 
-__all__ = ['init_ssm_params', 'SelectiveSSM', 'check_ssm_args', 'SSM_INIT_KWARGS']
+__all__ = ['init_ssm_params', 'init_dt_proj', 'SelectiveSSM', 'check_ssm_args', 'SSM_INIT_KWARGS']
 
 # FX leaf (timm's tracer, and any torch.fx tracer through torch.fx.wrap): the scan checks its inputs and chooses its
 # backend and chunk size from the tensors when the traced graph runs.
@@ -92,19 +92,29 @@ def init_ssm_params(
     Initialises ``dt_proj`` in place (weight uniform in +-rank^-0.5; bias such that softplus(bias) is log-uniform in
     [dt_min, dt_max]) and returns new ``A_log`` [D, N] = log(1..N) and ``D`` [D] = 1 parameters, D = out_features.
     """
+    d = dt_proj.out_features
+    init_dt_proj(dt_proj, dt_min, dt_max, dt_init_floor)
+    a_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d, 1)
+    return nn.Parameter(a_log), nn.Parameter(torch.ones(d))
+
+
+@torch.no_grad()
+def init_dt_proj(dt_proj: nn.Linear, dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4) -> None:
+    """Mamba's initialisation of a step-size projection, in place: weight uniform in +-rank^-0.5, bias such that
+    softplus(bias) is log-uniform in [dt_min, dt_max] (floored at ``dt_init_floor``)."""
     rank, d = dt_proj.in_features, dt_proj.out_features
     nn.init.uniform_(dt_proj.weight, -rank ** -0.5, rank ** -0.5)
     u = torch.rand(d)
     dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
     dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
-    a_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d, 1)
-    return nn.Parameter(a_log), nn.Parameter(torch.ones(d))
 
 
 class SelectiveSSM(nn.Module):
     """Mamba's selective-scan layer, configurable: in_proj, depthwise conv + SiLU, :meth:`modulate`, scan, out_proj.
 
     Maps ``[B, *S, C]`` to ``[B, *S, C]``: the positions S (any number of dims) are scanned in raster order.
+    :meth:`ssm` (modulate, step sizes, B and C, the scan) is the part a mixer overrides to scan in other orders
+    (GSSM's ``scan_directions``).
 
     Args:
         dim: Model width C, in and out.
@@ -169,10 +179,20 @@ class SelectiveSSM(nn.Module):
         """Hook between the conv and the scan: x [B, E, L] (after SiLU), ``size`` = S -> x [B, E, L]. Identity here."""
         return x
 
+    def ssm(self, xs: Tensor, z: Tensor, size: Sequence[int]) -> Tensor:
+        """:meth:`modulate`, the step sizes, B and C, and the scan: xs, z [B, E, L] (after the conv), ``size`` = S ->
+        y [B, E, L] (gated by z inside the scan when ``gate='scan'``)."""
+        n, r = self.d_state, self.dt_rank
+        xs = self.modulate(xs, size)
+        dt, B, C = linear(self.x_proj, xs.transpose(1, 2)).split([r, n, n], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, E, L]; the bias enters the scan as delta_bias
+        return selective_scan_fn(
+            xs, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
+            z=z if self.gate == 'scan' else None, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, *S, C] -> [B, *S, C]."""
         size = x.shape[1:-1]
-        n, r = self.d_state, self.dt_rank
         xz = linear(self.in_proj, x).flatten(1, -2)  # [B, L, 2E] tokens
         seq_len = xz.shape[1]
         # The conv reads the tokens in place on CPU (conv1d_tokens), a channels-first copy elsewhere; [:L] keeps a
@@ -187,12 +207,7 @@ class SelectiveSSM(nn.Module):
             # reductions refuse empty tensors, so they are skipped. out_proj still runs, so autograd sees the layer.
             y = xs.new_zeros(xs.shape)
         else:
-            xs = self.modulate(xs, size)
-            dt, B, C = linear(self.x_proj, xs.transpose(1, 2)).split([r, n, n], dim=-1)
-            dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, E, L]; the bias enters the scan as delta_bias
-            y = selective_scan_fn(
-                xs, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
-                z=z if self.gate == 'scan' else None, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+            y = self.ssm(xs, z, size)
         y = y.transpose(1, 2)  # [B, L, E] tokens
         if self.gate == 'concat':  # [B, L, 2E], made contiguous for out_proj by the one copy cat makes anyway
             y = torch.cat([y.to(z.dtype), z.transpose(1, 2)], dim=-1)
