@@ -169,7 +169,8 @@ def test_plain_torch_export_call():
 # --------------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('features_only', [False, True], ids=['logits', 'features'])
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', [n if n == 'resnet18_gmamba' else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in MODELS])  # one export in the README's run, the others in the slow set
 def test_onnx_dynamic_in_onnxruntime(name, features_only, tmp_path):
     """The graph runs in onnxruntime at two sizes other than the export size, within 1e-4 of PyTorch's outputs."""
     if not SLOW and features_only != (name in ('convnext_t_gmamba', 'vgamba_b')):
@@ -190,6 +191,7 @@ def test_plain_torch_onnx_export(tmp_path):
         torch.onnx.export(model, (torch.randn(1, 3, SIZE, SIZE),), str(tmp_path / 'legacy.onnx'), dynamo=False)
 
 
+@pytest.mark.slow
 def test_export_with_checkpoint_cli(tmp_path):
     """``gmamba-zoo export --checkpoint --features-only``: the full model's checkpoint loads into the extractor."""
     from gmamba_zoo.cli import main

@@ -213,6 +213,7 @@ def _counting_compile(model: torch.nn.Module, graphs: list, **kwargs) -> torch.n
     return torch.compile(model, backend=counting, fullgraph=True, **kwargs)
 
 
+@pytest.mark.slow  # dynamo traces whole models: tens of seconds each
 @pytest.mark.parametrize('name', ['resnet18_gmamba', 'vgamba_b'])
 def test_torch_compile_dynamic_compiles_once(name):
     """dynamic=True: one graph serves other batch sizes, heights and widths, also across the size at which a GSSM
@@ -247,6 +248,7 @@ def test_torch_compile_dynamic_compiles_once(name):
     ('convnext_t_gmamba', dict(gmamba_depths=(1, 0, 0, 1), depths=(1, 1, 1, 1))),
     ('swin_t_gmamba', dict(gmamba_depths=(1, 0, 0, 0), depths=(2, 1, 1, 1))),
 ], ids=['convnext', 'swin'])
+@pytest.mark.slow  # dynamo traces whole models: tens of seconds each
 def test_torch_compile_fullgraph_convnext_and_swin(name, kwargs):
     """The other two families in one graph with dynamic shapes (timm's blocks around ours included)."""
     torch.manual_seed(0)
@@ -259,6 +261,7 @@ def test_torch_compile_fullgraph_convnext_and_swin(name, kwargs):
     assert len(graphs) == 1
 
 
+@pytest.mark.slow  # dynamo traces whole models: tens of seconds each
 def test_torch_compile_dynamic_recompiles_as_the_plain_backbone():
     """Sizes at which PyTorch specialises any model (a first batch of 1, a first square input): resnet18_gmamba
     compiles exactly as many graphs as timm's resnet18, i.e. its own code adds no guard."""
@@ -293,6 +296,7 @@ print('ok')
 """
 
 
+@pytest.mark.slow  # dynamo traces whole models: tens of seconds each
 def test_torch_compile_and_export_in_a_fresh_process():
     """The first scan of a process made inside torch.compile(fullgraph=True) or torch.export: the backend's first
     probe (a lazy import under a lock) is taken out of the traced code instead of breaking the graph."""
