@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from timm.models import FeatureInfo
 
+from ..hub.checkpoint import CheckpointMismatchError, CheckpointReadError
 from .program import DEFAULT_MAX_SIZE, build_model, dynamic_image_shapes, example_input, min_export_size
 
 __all__ = [
@@ -253,10 +254,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``gmamba-zoo export``: write the ONNX file, check it, print what was written."""
-    res = export_onnx(
-        args.model, args.out, pretrained=args.pretrained, checkpoint=args.checkpoint,
-        features_only=args.features_only, model_args=args.model_args, img_size=args.img_size, opset=args.opset,
-        max_size=args.max_size, optimize=not args.no_optimize, check=not args.no_check)
+    try:
+        model = build_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                            features_only=args.features_only, **(args.model_args or {}))
+    except (CheckpointReadError, CheckpointMismatchError, FileNotFoundError) as e:  # a file given: one clear line
+        raise SystemExit(f'export: {e}') from None
+    res = export_onnx(model, args.out, img_size=args.img_size, opset=args.opset, max_size=args.max_size,
+                      optimize=not args.no_optimize, check=not args.no_check)
     if args.json:
         print(json.dumps(asdict(res), indent=2))
         return 0
