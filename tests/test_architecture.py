@@ -17,9 +17,9 @@ ROOMS: Dict[str, int] = {
     'layers': 2,
     'models': 3,
     'hub': 4, 'flops': 4, 'bench': 4, 'analysis': 4, 'train': 4, 'export': 4, 'integrations': 4,
-    'cli': 5,
+    'cli': 5, '__main__': 5,  # `python -m gmamba_zoo` runs the CLI
 }
-ROOT_FILES = {'__init__.py', 'cli.py'}
+ROOT_FILES = {'__init__.py', 'cli.py', '__main__.py'}
 ROOT_RANK = ROOMS['models']  # the package's __init__ registers the models and re-exports ops/layers/models names
 
 
