@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from timm.models import FeatureInfo
 
+from ..compat.extras import require_extra
 from ..hub.checkpoint import CheckpointMismatchError, CheckpointReadError
 from .program import DEFAULT_MAX_SIZE, build_model, dynamic_image_shapes, example_input, min_export_size
 
@@ -91,6 +92,7 @@ def check_sizes(img_size: Sequence[int], min_size: int) -> List[Tuple[int, int, 
 
 def onnx_session(path: Union[str, Path], threads: Optional[int] = None) -> Any:
     """An onnxruntime CPU session on ``path`` with all graph optimisations (``threads``: intra-op threads)."""
+    require_extra('onnx', 'an onnxruntime session', ['onnxruntime'])
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -203,6 +205,7 @@ def export_onnx(
     Raises:
         OnnxCheckError: The graph is not dynamic, or the check failed.
     """
+    require_extra('onnx', 'export_onnx', ['onnx', 'onnxscript'] + (['onnxruntime'] if check else []))
     if isinstance(model, str):
         model = build_model(model, pretrained=pretrained, checkpoint=checkpoint, features_only=features_only,
                             **(model_args or {}))
@@ -230,6 +233,7 @@ def export_onnx(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``gmamba-zoo export``."""
+    p.description = f'{p.description or ""} Needs the [onnx] extra: pip install "gmamba-zoo[onnx]".'.strip()
     p.add_argument('model', help='a model name from `gmamba-zoo list`')
     p.add_argument('--out', required=True, help='the ONNX file to write')
     p.add_argument('--checkpoint', default=None,
@@ -254,6 +258,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``gmamba-zoo export``: write the ONNX file, check it, print what was written."""
+    require_extra('onnx', 'gmamba-zoo export', ['onnx', 'onnxscript'] + ([] if args.no_check else ['onnxruntime']),
+                  command=True)
     try:
         model = build_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
                             features_only=args.features_only, **(args.model_args or {}))

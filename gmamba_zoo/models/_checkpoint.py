@@ -34,8 +34,8 @@ from .variants import ZOO_VARIANTS
 
 __all__ = [
     'CheckpointReadError', 'CheckpointRefusedError', 'CheckpointMismatchError', 'read_state_dict', 'load_torch_file',
-    'key_shapes', 'closest_models', 'describe_keys', 'list_keys', 'mismatch_message', 'explain_checkpoint_error', 'install_checkpoint_errors',
-    'explain_pretrained_error',
+    'key_shapes', 'closest_models', 'describe_keys', 'list_keys', 'mismatch_message', 'explain_checkpoint_error',
+    'install_checkpoint_errors', 'explain_pretrained_error',
 ]
 
 _logger = logging.getLogger(__name__)
