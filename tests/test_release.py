@@ -71,3 +71,10 @@ def test_sdist_holds_what_the_tests_need():
     for line in ('graft tests', 'graft scripts', 'graft docs'):
         assert line in manifest
     assert 'hubconf.py' in next(line for line in manifest if line.startswith('include '))
+
+
+def test_package_reads_nothing_of_the_source_tree():
+    """An installed package has no docs/, tests/ or scripts/ beside it: no module locates files from ``__file__``
+    (what the package needs ships inside it, or is computed; a report is passed in by its caller)."""
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / 'gmamba_zoo').rglob('*.py') if '__file__' in p.read_text()]
+    assert not offenders, offenders
