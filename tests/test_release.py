@@ -78,3 +78,17 @@ def test_package_reads_nothing_of_the_source_tree():
     (what the package needs ships inside it, or is computed; a report is passed in by its caller)."""
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / 'gmamba_zoo').rglob('*.py') if '__file__' in p.read_text()]
     assert not offenders, offenders
+
+
+def test_readme_links_resolve_on_the_package_index():
+    """The README is the index page's description, where a relative link leads nowhere: every link is absolute (or
+    an anchor), and those to the repository use pyproject's address."""
+    readme = (ROOT / 'README.md').read_text()
+    links = re.findall(r'\]\(([^)\s]+)\)', readme) + re.findall(r'(?:src|href)="([^"]+)"', readme)
+    relative = [link for link in links if not re.match(r'(https?://|#|mailto:)', link)]
+    assert not relative, f'relative links in README.md: {relative}'
+    home = PROJECT['urls']['Repository']
+    ours = [link for link in links if 'gmamba-zoo/gmamba_zoo' in link or 'gmamba_zoo/blob' in link]
+    assert ours and all(link.startswith(home + '/') for link in ours), ours
+    from gmamba_zoo.flops.counter import DOCS_URL
+    assert DOCS_URL.startswith(home + '/')  # the generated models table links there too
