@@ -204,6 +204,7 @@ def export_onnx(
 
     Raises:
         OnnxCheckError: The graph is not dynamic, or the check failed.
+        MissingExtraError: onnx, onnxscript (or, with ``check``, onnxruntime) is not installed: the ``[onnx]`` extra.
     """
     require_extra('onnx', 'export_onnx', ['onnx', 'onnxscript'] + (['onnxruntime'] if check else []))
     if isinstance(model, str):

@@ -147,6 +147,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Optional[torch.opti
 
     Raises:
         FileNotFoundError: The folder lacks one of the two files.
+        CheckpointReadError: A file does not read (named; ``CheckpointRefusedError`` when it holds pickled objects).
         CheckpointMismatchError: The weights are another model's (keys named).
         ValueError: The two files are from different saves.
     """
