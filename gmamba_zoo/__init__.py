@@ -7,4 +7,4 @@ from .ops import scan_backend, selective_scan_fn, selective_scan_ref, set_scan_b
 from . import models
 from .models import add_gmamba, create_model, list_models
 
-__version__ = '0.1.0'
+__version__ = '0.1.0'  # the package's version: pyproject.toml reads it from here

@@ -120,6 +120,8 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     chosen = next((a for a in argv if not a.startswith('-')), None)
     parser = argparse.ArgumentParser(
         prog='gmamba-zoo', description='timm-compatible global-perception state-space backbones: GMamba, vGamba.')
+    from gmamba_zoo import __version__
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help[0].upper() + cmd.help[1:] + '.',

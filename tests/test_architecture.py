@@ -17,9 +17,9 @@ ROOMS: Dict[str, int] = {
     'layers': 2,
     'models': 3,
     'hub': 4, 'flops': 4, 'bench': 4, 'analysis': 4, 'train': 4, 'export': 4, 'integrations': 4,
-    'cli': 5, 'timm': 5,  # timm.py: `python -m gmamba_zoo.timm`, an entry point like the CLI
+    'cli': 5, 'timm': 5, '__main__': 5,  # timm.py: `python -m gmamba_zoo.timm`; __main__.py: `python -m gmamba_zoo`
 }
-ROOT_FILES = {'__init__.py', 'cli.py', 'timm.py'}
+ROOT_FILES = {'__init__.py', 'cli.py', 'timm.py', '__main__.py'}
 ROOT_RANK = ROOMS['models']  # the package's __init__ registers the models and re-exports ops/layers/models names
 
 

@@ -1,6 +1,7 @@
 """FLOP handles against hand counts, the skipped-op check, the report files, and the benchmark's output fields."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,12 +227,13 @@ def test_benchmark_rows_pair_a_model_with_its_baseline(tmp_path):
 
 
 def test_benchmark_latency_vs_flops_ratio(tmp_path):
-    gflops, source = bench.flops_of(['resnet18_gmamba', 'resnet18'], (224, 224))
-    assert 'docs/flops.json' in source and gflops['resnet18_gmamba'] > gflops['resnet18'] > 0
+    report = Path(__file__).resolve().parents[1] / 'docs' / 'flops.json'  # a checkout's report, passed explicitly
+    gflops, source = bench.flops_of(['resnet18_gmamba', 'resnet18'], (224, 224), report)
+    assert str(report) in source and gflops['resnet18_gmamba'] > gflops['resnet18'] > 0
     rows = [{'model': 'resnet18_gmamba', 'baseline': 'resnet18', 'mode': mode, 'median_ms': 30.0, 'min_ms': 29.0,
              'img_per_s': 33.3, 'peak_mb': None, 'baseline_median_ms': 20.0, 'baseline_img_per_s': 50.0,
              'baseline_peak_mb': None, 'latency_ratio': 1.5} for mode in ('fwd', 'fwd_bwd')]
-    assert 'docs/flops.json' in bench.attach_flops(rows, (224, 224))
+    assert str(report) in bench.attach_flops(rows, (224, 224), report)
     ratio = gflops['resnet18_gmamba'] / gflops['resnet18']
     assert rows[0]['flops_ratio'] == pytest.approx(ratio)
     checks, ok = bench.check_targets(rows, [], (224, 224), 1)
@@ -246,3 +248,11 @@ def test_benchmark_latency_vs_flops_ratio(tmp_path):
     text = bench.markdown(rep, 'python scripts/benchmark.py')
     assert '## Latency ratio vs FLOPs ratio, all 1 models' in text and f'{ratio:.2f}x | 1.50x' in text
     assert 'Load average' in text and 'not quiet' in text
+
+
+def test_benchmark_flops_without_a_report_are_counted(tmp_path):
+    """The installed package reads no file of the source tree: with no report (or one without the size) it counts."""
+    gflops, source = bench.flops_of(['resnet18_gmamba', 'resnet18'], (64, 64))
+    assert source.startswith('counted by this run') and gflops['resnet18_gmamba'] > gflops['resnet18'] > 0
+    report = Path(__file__).resolve().parents[1] / 'docs' / 'flops.json'
+    assert bench.flops_of(['resnet18'], (64, 64), report) == ({'resnet18': gflops['resnet18']}, source)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,20 +159,22 @@ def test_unwritable_cache_only_costs_time(tmp_path):
 
     A directory cannot be created under a regular file, even by root (who ignores permission bits), so every
     location numba tries sits under one: NUMBA_CACHE_DIR, the user's cache directory, and ``__pycache__`` beside a
-    copy of the module.
+    copy of the module (in a package with the guarded decorator it imports).
     """
     blocker = tmp_path / 'blocker'
     blocker.write_text('')
     copy = tmp_path / 'copy'
-    copy.mkdir()
-    shutil.copy(ns.__file__, copy / 'numba_scan_copy.py')
-    (copy / '__pycache__').write_text('')
+    (copy / 'nscopy').mkdir(parents=True)
+    (copy / 'nscopy' / '__init__.py').write_text('')
+    shutil.copy(ns.__file__, copy / 'nscopy' / 'numba_scan.py')
+    shutil.copy(Path(ns.__file__).with_name('_numba_jit.py'), copy / 'nscopy' / '_numba_jit.py')
+    (copy / 'nscopy' / '__pycache__').write_text('')
     env = dict(os.environ, NUMBA_CACHE_DIR=str(blocker / 'numba'), XDG_CACHE_HOME=str(blocker / 'xdg'),
                HOME=str(blocker / 'home'))
     code = (
         'import sys, torch\n'
         f'sys.path.insert(0, {str(copy)!r})\n'
-        'import numba_scan_copy as m\n'
+        'import nscopy.numba_scan as m\n'
         'g = torch.Generator().manual_seed(0)\n'
         'u, dl, B, C = (torch.randn(s, generator=g) for s in ((1, 2, 3), (1, 2, 3), (1, 4, 3), (1, 4, 3)))\n'
         'A = -torch.rand(2, 4, generator=g)\n'

@@ -422,7 +422,7 @@ def _load() -> str:
 def run(args: argparse.Namespace) -> int:
     if args.out and not args.no_plot:
         from .perception import require_matplotlib
-        require_matplotlib()  # fail before training
+        require_matplotlib('gmamba-zoo longrange (its plot; --no-plot needs none)', command=True)  # before training
     from ..bench.machine import machine
     t0, load0 = time.perf_counter(), _load()
     with Progress('longrange', unit='step', quiet=args.quiet) as progress:

@@ -17,13 +17,14 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ..bench.progress import Progress, add_quiet_argument
+from ..compat.extras import require_extra
 from ..models.features import feature_info_dicts
 
 __all__ = [
@@ -393,15 +394,13 @@ def erf_area_ratio(erf: Tensor, fraction: float) -> float:
     return min(k, v.numel()) / v.numel()
 
 
-def require_matplotlib():
-    """Import matplotlib (Agg backend) or raise an ImportError that says how to install it."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError("gmamba_zoo: plotting needs matplotlib, which is not installed: "
-                          "pip install 'gmamba-zoo[viz]' (or pip install matplotlib).") from e
+def require_matplotlib(what: str = 'plotting', command: bool = False) -> Any:
+    """``matplotlib.pyplot`` on the Agg backend; :class:`~gmamba_zoo.compat.extras.MissingExtraError` (``SystemExit``
+    with ``command``) naming the ``[viz]`` extra when matplotlib is not installed."""
+    require_extra('viz', what, command=command)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
     return plt
 
 
@@ -546,7 +545,7 @@ def _erf_row(label: str, model: nn.Module, images: Tensor, stage: Optional[int])
 
 
 def _run_erf(args: argparse.Namespace) -> int:
-    require_matplotlib()  # fail before the slow part
+    require_matplotlib('gmamba-zoo erf', command=True)  # fail before the slow part
     from ..models import list_models
     if args.name not in list_models():
         raise SystemExit(f'gmamba-zoo erf: unknown model {args.name!r}; `gmamba-zoo list` shows the models.')

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -51,7 +51,6 @@ __all__ = [
 LATENCY_TARGET = ('convnext_s_gmamba', 'convnext_small', 1.5)  # forward, batch 1, 224: at most 1.5x the baseline
 # Every model, forward, batch 1, 224: its latency ratio to its baseline at most this many times its FLOPs ratio.
 FLOPS_SLACK = 1.1
-FLOPS_REPORT = Path(__file__).resolve().parents[2] / 'docs' / 'flops.json'  # `gmamba-zoo flops --out docs/flops.md`
 SCALING_TARGET = (128, 5.0)  # at 128 x 128 tokens: GMamba block >= 5x faster and >= 5x lighter than attention
 ATTN_IMPLS = ('sdpa', 'math')
 WIN_MARGIN = 1.05  # a ratio within 5% of 1 is a tie (timing noise, page granularity of the memory peak)
@@ -356,20 +355,23 @@ def crossovers(rows: List[Dict[str, Any]], impls: Sequence[str]) -> List[str]:
     return out
 
 
-def flops_of(names: Sequence[str], size: Sequence[int], count: bool = False,
+def flops_of(names: Sequence[str], size: Sequence[int], report: Optional[Union[str, Path]] = None,
              log: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, Optional[float]], str]:
     """GFLOPs (multiply-adds, :mod:`gmamba_zoo.flops`) of each of ``names`` at ``size`` [H, W], batch 1, and where
-    they come from: ``docs/flops.json`` when it holds every one of them at that size (and ``count`` is off), else
-    the FLOP counter, run now on each model built as the benchmark builds it. None for a model that cannot be counted.
+    they come from: ``report`` (the JSON of ``gmamba-zoo flops --out``, e.g. a checkout's ``docs/flops.json``) when
+    it holds every one of them at that size, else the FLOP counter, run now on each model built as the benchmark
+    builds it. None for a model that cannot be counted.
     """
     names = list(dict.fromkeys(n for n in names if n))
-    if not count and FLOPS_REPORT.is_file():
-        rep = json.loads(FLOPS_REPORT.read_text())
+    if report is not None:
+        rep = json.loads(Path(report).read_text())
         if list(rep.get('size', [])) == list(size):
             known = {r['name']: r['gflops'] for r in rep.get('models', []) if r.get('gflops')}
             known.update({k: v['gflops'] for k, v in rep.get('baselines', {}).items() if v.get('gflops')})
             if all(n in known for n in names):
-                return {n: known[n] for n in names}, f"docs/flops.json ({rep.get('machine', {}).get('date', '-')})"
+                return {n: known[n] for n in names}, f"{report} ({rep.get('machine', {}).get('date', '-')})"
+        if log:
+            log(f'{report} does not hold the FLOPs of every model at {list(size)}: counting them now')
     from ..flops.counter import count as count_flops
     from ..models import build_for_input_size
     out: Dict[str, Optional[float]] = {}
@@ -383,12 +385,12 @@ def flops_of(names: Sequence[str], size: Sequence[int], count: bool = False,
     return out, 'counted by this run (gmamba_zoo.flops)'
 
 
-def attach_flops(rows: List[Dict[str, Any]], size: Sequence[int], count: bool = False,
+def attach_flops(rows: List[Dict[str, Any]], size: Sequence[int], report: Optional[Union[str, Path]] = None,
                  log: Optional[Callable[[str], None]] = None) -> Optional[str]:
     """Add ``gflops``, ``baseline_gflops`` and ``flops_ratio`` to each model row; returns where the FLOPs came from."""
     if not any(r['baseline'] for r in rows):
         return None
-    gflops, source = flops_of([n for r in rows if r['baseline'] for n in (r['model'], r['baseline'])], size, count,
+    gflops, source = flops_of([n for r in rows if r['baseline'] for n in (r['model'], r['baseline'])], size, report,
                               log)
     for r in rows:
         g, gb = gflops.get(r['model']), gflops.get(r['baseline']) if r['baseline'] else None
@@ -544,8 +546,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--scan-backend', choices=SCAN_BACKENDS, default='auto', help='selective-scan backend')
     parser.add_argument('--no-memory', action='store_true', help='skip peak-memory measurements')
     parser.add_argument('--threads', type=int, help="intra-op threads of the measuring processes (default: torch's)")
-    parser.add_argument('--count-flops', action='store_true',
-                        help='count the FLOPs for the latency-vs-FLOPs table now instead of reading docs/flops.json')
+    parser.add_argument('--flops-report', type=Path, default=None, metavar='JSON',
+                        help='read the FLOPs of the latency-vs-FLOPs table from this `gmamba-zoo flops --out` JSON '
+                             '(scripts/benchmark.py passes docs/flops.json) instead of counting them now')
     parser.add_argument('--grad-checkpointing', action='store_true',
                         help='fwd_bwd: also measure peak memory with gradient checkpointing on')
     parser.add_argument('--dim', type=int, default=96, help='scaling study: block width')
@@ -572,7 +575,7 @@ def run(args: argparse.Namespace) -> int:
                                          'threads')}
         model_rows = run_models(args, base, log) if 'models' in args.what else []
         log.stage('FLOPs')
-        flops_source = attach_flops(model_rows, args.img_size, getattr(args, 'count_flops', False), log)
+        flops_source = attach_flops(model_rows, args.img_size, getattr(args, 'flops_report', None), log)
         scaling_rows = run_scaling(args, base, log) if 'scaling' in args.what else []
     checks, ok = check_targets(model_rows, scaling_rows, args.img_size, args.batch_size)
     rep = {'machine': mach, 'settings': settings, 'batch_size': args.batch_size, 'img_size': list(args.img_size),

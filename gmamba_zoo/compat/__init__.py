@@ -67,8 +67,9 @@ def route_checkpoint_path_errors() -> bool:
     """Make ``timm.create_model(..., checkpoint_path=...)`` let a model explain a failure to load the file.
 
     For a model with an ``explain_checkpoint_error(model, path, error)`` attribute, an exception raised while timm
-    reads or loads the file is replaced by what that returns, raised from the original. Loading itself (the reader,
-    EMA first, strict keys) stays timm's, and models without the attribute are untouched. Idempotent.
+    reads or loads the file is replaced by what that returns, raised from the original (alone if the returned error
+    has ``__suppress_context__`` set). Loading itself (the reader, EMA first, strict keys) stays timm's, and models
+    without the attribute are untouched. Idempotent.
 
     Returns:
         Whether the route is in place (False if timm no longer has the name, in which case timm's errors stand).
@@ -88,7 +89,10 @@ def route_checkpoint_path_errors() -> bool:
         try:
             return original(model, checkpoint_path, *args, **kwargs)
         except Exception as e:
-            raise explain(model, checkpoint_path, e) from e
+            explained = explain(model, checkpoint_path, e)
+            if explained.__suppress_context__:  # an explanation meant to stand alone
+                raise explained from None
+            raise explained from e
 
     load_checkpoint._explains_errors = True
     factory.load_checkpoint = load_checkpoint

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..bench.machine import load_average, machine
+from ..compat.extras import require_extra
 from .onnx import export_onnx, onnx_session
 from .program import build_model
 
@@ -55,6 +56,7 @@ def onnx_latency(
         ``eager_ms``, ``onnxruntime_ms``, ``ratio`` (onnxruntime / eager), ``max_rel_error``, ``export_s`` and the
         settings.
     """
+    require_extra('onnx', 'onnx_latency')
     model = build_model(name, **(model_args or {}))
     with torch.no_grad():
         for p in model.parameters():
@@ -90,6 +92,7 @@ def onnx_latency(
 
 def latency_report(names: Sequence[str], **kwargs: Any) -> Dict[str, Any]:
     """:func:`onnx_latency` for each of ``names``, with the machine and its load average before and after."""
+    require_extra('onnx', 'latency_report')
     import onnxruntime
     info = dict(machine(), onnxruntime=onnxruntime.__version__, load_before=load_average())
     rows = [onnx_latency(n, **kwargs) for n in names]

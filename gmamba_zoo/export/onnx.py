@@ -34,6 +34,8 @@ import torch.nn as nn
 from timm.models import FeatureInfo
 
 from ..bench.progress import Progress, add_quiet_argument
+from ..compat.extras import require_extra
+from ..hub.checkpoint import CheckpointMismatchError, CheckpointReadError
 from .program import DEFAULT_MAX_SIZE, build_model, dynamic_image_shapes, example_input, min_export_size
 
 __all__ = [
@@ -91,6 +93,7 @@ def check_sizes(img_size: Sequence[int], min_size: int) -> List[Tuple[int, int, 
 
 def onnx_session(path: Union[str, Path], threads: Optional[int] = None) -> Any:
     """An onnxruntime CPU session on ``path`` with all graph optimisations (``threads``: intra-op threads)."""
+    require_extra('onnx', 'an onnxruntime session', ['onnxruntime'])
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -204,7 +207,9 @@ def export_onnx(
 
     Raises:
         OnnxCheckError: The graph is not dynamic, or the check failed.
+        MissingExtraError: onnx, onnxscript (or, with ``check``, onnxruntime) is not installed: the ``[onnx]`` extra.
     """
+    require_extra('onnx', 'export_onnx', ['onnx', 'onnxscript'] + (['onnxruntime'] if check else []))
     progress = progress or Progress('export', quiet=True)
     progress.add((2 if isinstance(model, str) else 1) + 1 + int(check))
     if isinstance(model, str):
@@ -242,6 +247,7 @@ def export_onnx(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``gmamba-zoo export``."""
+    p.description = f'{p.description or ""} Needs the [onnx] extra: pip install "gmamba-zoo[onnx]".'.strip()
     p.add_argument('model', help='a model name from `gmamba-zoo list`')
     p.add_argument('--out', required=True, help='the ONNX file to write')
     p.add_argument('--checkpoint', default=None,
@@ -267,11 +273,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``gmamba-zoo export``: write the ONNX file, check it, print what was written."""
+    require_extra('onnx', 'gmamba-zoo export', ['onnx', 'onnxscript'] + ([] if args.no_check else ['onnxruntime']),
+                  command=True)
     with Progress('export', unit='stage', quiet=args.quiet) as progress:
-        res = export_onnx(
-            args.model, args.out, pretrained=args.pretrained, checkpoint=args.checkpoint,
-            features_only=args.features_only, model_args=args.model_args, img_size=args.img_size, opset=args.opset,
-            max_size=args.max_size, optimize=not args.no_optimize, check=not args.no_check, progress=progress)
+        progress.stage('build')
+        try:
+            model = build_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                                features_only=args.features_only, **(args.model_args or {}))
+        except (CheckpointReadError, CheckpointMismatchError, FileNotFoundError) as e:  # a file given: one clear line
+            raise SystemExit(f'export: {e}') from None
+        res = export_onnx(model, args.out, img_size=args.img_size, opset=args.opset, max_size=args.max_size,
+                          optimize=not args.no_optimize, check=not args.no_check, progress=progress)
     if args.json:
         print(json.dumps(asdict(res), indent=2))
         return 0

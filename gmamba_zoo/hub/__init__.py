@@ -12,7 +12,7 @@ from .card import (
     pretrained_weights,
 )
 from .checkpoint import (
-    CheckpointMismatchError, CheckpointReadError, file_sha256, load_checkpoint_into, read_checkpoint,
-    safetensors_metadata, save_safetensors,
+    CheckpointMismatchError, CheckpointReadError, CheckpointRefusedError, file_sha256, load_checkpoint_into,
+    load_torch_file, read_checkpoint, safetensors_metadata, save_safetensors,
 )
 from .publish import build_model, export_for_hub, upload_folder, verify_export

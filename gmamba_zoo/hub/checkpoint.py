@@ -18,13 +18,13 @@ import torch
 import torch.nn as nn
 
 from ..models._checkpoint import (  # noqa: F401  (_list_keys: for publish)
-    CheckpointMismatchError, CheckpointReadError, key_shapes, list_keys as _list_keys, mismatch_message,
-    read_state_dict,
+    CheckpointMismatchError, CheckpointReadError, CheckpointRefusedError, key_shapes, list_keys as _list_keys,
+    load_torch_file, mismatch_message, read_state_dict,
 )
 
 __all__ = [
-    'CheckpointMismatchError', 'CheckpointReadError', 'read_checkpoint', 'load_checkpoint_into', 'save_safetensors',
-    'safetensors_metadata', 'file_sha256',
+    'CheckpointMismatchError', 'CheckpointReadError', 'CheckpointRefusedError', 'load_torch_file', 'read_checkpoint',
+    'load_checkpoint_into', 'save_safetensors', 'safetensors_metadata', 'file_sha256',
 ]
 
 PathLike = Union[str, Path]

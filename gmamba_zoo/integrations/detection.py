@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..compat.extras import require_extra
 from ..models.features import FeatureGetterNet, feature_info_dicts, is_features_only
 
 __all__ = ['DetectionBackbone', 'detection_backbone', 'build_detector', 'default_out_indices']
@@ -116,6 +117,7 @@ def detection_backbone(
         ValueError: ``out_indices`` given with a ``features_only`` model, or model kwargs with a model.
     """
     import timm
+    require_extra('detection', 'detection_backbone')
 
     if isinstance(name_or_model, str):
         if out_indices is None:
@@ -176,6 +178,7 @@ def build_detector(
         backbone_kwargs: More arguments for :func:`detection_backbone` (``out_indices``, ``frozen_bn``, model args).
         detector_kwargs: For the torchvision constructor (``min_size``, ``max_size``, ``box_detections_per_img``, ...).
     """
+    require_extra('detection', 'build_detector')
     from torchvision.models.detection import FasterRCNN, MaskRCNN
     classes = {'faster_rcnn': FasterRCNN, 'mask_rcnn': MaskRCNN}
     if arch not in classes:

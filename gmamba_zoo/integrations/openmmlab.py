@@ -20,12 +20,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-try:
-    from mmengine.model import BaseModule
-    from mmengine.registry import MODELS
-except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError('gmamba_zoo.integrations.openmmlab needs mmengine (`pip install mmengine`; MMDetection also '
-                      'needs mmcv, see https://mmcv.readthedocs.io/en/latest/get_started/installation.html).') from e
+from ..compat.extras import require_extra
+
+require_extra('openmmlab', 'gmamba_zoo.integrations.openmmlab (MMDetection also needs mmcv, see '
+              'https://mmcv.readthedocs.io/en/latest/get_started/installation.html)')
+from mmengine.model import BaseModule  # noqa: E402
+from mmengine.registry import MODELS  # noqa: E402
 
 __all__ = ['GMambaZooBackbone']
 

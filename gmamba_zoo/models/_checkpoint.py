@@ -18,6 +18,7 @@ per process on the meta device (no memory, no initialisation; about 2 s for all 
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import pickle
@@ -32,9 +33,9 @@ from ..compat import route_checkpoint_path_errors
 from .variants import ZOO_VARIANTS
 
 __all__ = [
-    'CheckpointReadError', 'CheckpointMismatchError', 'read_state_dict', 'key_shapes', 'closest_models',
-    'describe_keys', 'list_keys', 'mismatch_message', 'explain_checkpoint_error', 'install_checkpoint_errors',
-    'explain_pretrained_error',
+    'CheckpointReadError', 'CheckpointRefusedError', 'CheckpointMismatchError', 'read_state_dict', 'load_torch_file',
+    'key_shapes', 'closest_models', 'describe_keys', 'list_keys', 'mismatch_message', 'explain_checkpoint_error',
+    'install_checkpoint_errors', 'explain_pretrained_error',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ _KEYS_SHOWN = 20
 
 class CheckpointReadError(ValueError):
     """A checkpoint file could not be read: corrupt, truncated, of an unknown type, or holding no state dict."""
+
+
+class CheckpointRefusedError(CheckpointReadError):
+    """A checkpoint file holds pickled Python objects that ``torch.load(weights_only=True)`` refuses; none was run."""
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -85,22 +90,7 @@ def read_state_dict(path: PathLike, use_ema: Optional[bool] = False) -> Dict[str
                 f'{path}: not a readable safetensors file ({_first_line(e)}); it may be truncated or corrupt '
                 f'({path.stat().st_size} bytes). Download or save it again.') from e
     elif name.endswith(CKPT_SUFFIXES):
-        try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as e:
-            detail = next((line.strip() for line in str(e).splitlines() if 'Unsupported global' in line), None)
-            if detail is None:  # not a pickle of objects torch refuses, just bytes that are no checkpoint
-                raise CheckpointReadError(
-                    f'{path}: not a readable torch.save file ({_unpickling_detail(e)}); it may be truncated or corrupt '
-                    f'({path.stat().st_size} bytes). Download or save it again.') from e
-            raise CheckpointReadError(
-                f'{path}: torch.load(weights_only=True) refused it: it holds pickled Python objects besides tensors '
-                f'and plain containers, and untrusted pickles are never loaded here. Re-save just the weights, e.g. '
-                f'`torch.save(model.state_dict(), "weights.pth")` or safetensors. ({detail})') from e
-        except Exception as e:  # a truncated zip (RuntimeError), an empty file (EOFError), ...
-            raise CheckpointReadError(
-                f'{path}: not a readable torch.save file ({type(e).__name__}: {_first_line(e)}); it may be truncated '
-                f'or corrupt ({path.stat().st_size} bytes). Download or save it again.') from e
+        ckpt = load_torch_file(path)
     else:
         raise CheckpointReadError(
             f'{path}: unknown checkpoint type; expected .safetensors or one of {list(CKPT_SUFFIXES)}.')
@@ -111,11 +101,88 @@ def read_state_dict(path: PathLike, use_ema: Optional[bool] = False) -> Dict[str
     return clean_state_dict(state_dict)
 
 
+def load_torch_file(path: PathLike) -> Any:
+    """What a ``torch.save`` file holds, read with ``torch.load(weights_only=True)``: tensors and plain containers only.
+
+    Raises:
+        CheckpointRefusedError: The file holds pickled Python objects (a function or class to call on load);
+            nothing in it was run. Whatever torch's wording, the message says ``refused`` and names one of them.
+        CheckpointReadError: Any other file that does not read (truncated, corrupt, not a ``torch.save`` file).
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # UnpicklingError; a truncated zip (RuntimeError); an empty file (EOFError); ...
+        error = e
+    # torch's wording: "Unsupported global: GLOBAL posix.system was not an allowed global" (torch < 2.6 and any
+    # module not blocked), "Trying to load unsupported GLOBAL posix.system whose module posix is blocked" (newer); a
+    # pickle of protocol 4 or more is refused before its globals are read ("Unsupported operand 149"): read them here
+    found = re.search(r'GLOBAL ([\w.]+)', str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    names = [found.group(1)] if found else _pickled_globals(path)
+    if names:
+        raise CheckpointRefusedError(
+            f'{path}: refused: it holds pickled Python objects, e.g. {names[0]}; load only files you trust, or '
+            f'convert to safetensors.') from None  # torch's own message advises weights_only=False: not passed on
+    raise CheckpointReadError(
+        f'{path}: not a readable torch.save file ({type(error).__name__}: {_unpickling_detail(error)}); it may be '
+        f'truncated or corrupt ({path.stat().st_size} bytes). Download or save it again.') from error
+
+
+# what torch.save pickles for a state dict: tensors, their storages and rebuild functions, and plain containers
+_SAFE_GLOBAL_PREFIXES = ('torch.', 'collections.OrderedDict', '_codecs.encode', 'builtins.set', 'builtins.frozenset',
+                         'builtins.bytearray', 'builtins.complex', 'builtins.slice')
+_STRING_OPS = {'SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE', 'SHORT_BINSTRING', 'BINSTRING', 'STRING'}
+
+
+def _pickled_globals(path: Path) -> List[str]:
+    """The globals (``module.name``) a pickle in ``path`` would import, other than torch's own, read with
+    :mod:`pickletools` (which runs nothing): in a ``torch.save`` zip its ``data.pkl``, else the pickles at the start
+    of the file (a legacy ``torch.save`` file is several). Empty when there are none or the bytes are no pickle."""
+    import pickletools
+    import zipfile
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith('data.pkl')), None)
+                data = zf.read(member) if member else b''
+        else:
+            data = path.read_bytes()
+    except Exception:
+        return []
+    names: List[str] = []
+    start = 0
+    for _ in range(8):  # a legacy file: magic number, protocol, system info, the object, the storage keys
+        strings: List[Any] = []  # values pushed by string pushes and memo gets (None: another value)
+        memo: Dict[Any, Any] = {}
+        stream = io.BytesIO(data[start:])
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in _STRING_OPS:
+                    strings.append(arg)
+                elif op.name in ('BINGET', 'LONG_BINGET', 'GET'):
+                    strings.append(memo.get(arg))
+                elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT', 'MEMOIZE'):
+                    memo[len(memo) if op.name == 'MEMOIZE' else arg] = strings[-1] if strings else None
+                elif op.name in ('GLOBAL', 'INST'):
+                    names.append(str(arg).replace(' ', '.'))
+                elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    names.append(f'{strings[-2]}.{strings[-1]}')
+                if op.name not in _STRING_OPS | {'BINGET', 'LONG_BINGET', 'GET', 'BINPUT', 'LONG_BINPUT', 'PUT',
+                                                 'MEMOIZE'}:
+                    strings.append(None)
+        except Exception:  # not (or no longer) a pickle: the raw tensor bytes of a legacy file, or garbage
+            break
+        start += stream.tell()
+        if start >= len(data):
+            break
+    return [n for n in dict.fromkeys(names) if not n.startswith(_SAFE_GLOBAL_PREFIXES)]
+
+
 def _unpickling_detail(e: BaseException) -> str:
     """The informative line of torch's weights-only unpickling error (its first lines are generic advice)."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith('WeightsUnpickler error:')]
-    return f'UnpicklingError: {after[0] if after else _first_line(e)}'
+    return after[0] if after else _first_line(e)
 
 
 def _first_line(e: BaseException) -> str:
@@ -300,7 +367,7 @@ def explain_checkpoint_error(model: nn.Module, path: PathLike, error: BaseExcept
     try:
         state_dict = read_state_dict(path, use_ema=None)  # what timm's load_checkpoint reads (EMA first)
     except CheckpointReadError as e:
-        return CheckpointReadError(f'{arch}: {e}')
+        return _standalone(type(e)(f'{arch}: {e}'), e)
     message = mismatch_message(model, key_shapes(state_dict), f'{arch}: {source}')
     if message is not None:
         return CheckpointMismatchError(message)
@@ -319,15 +386,35 @@ def install_checkpoint_errors(model: nn.Module) -> nn.Module:
     return model
 
 
+def _standalone(error: BaseException, read_error: BaseException) -> BaseException:
+    """``error``, marked to be raised without its cause when the file was refused (torch's message, the cause, advises
+    ``weights_only=False``, the one thing not to do with such a file)."""
+    if isinstance(read_error, CheckpointRefusedError):
+        error.__suppress_context__ = True
+    return error
+
+
+# the files timm's local-dir: loader tries, in its order (timm.models._hub.load_state_dict_from_path)
+_LOCAL_DIR_FILES = ('model.safetensors', 'pytorch_model.bin', 'pytorch_model.pth', 'model.pth',
+                    'open_clip_model.safetensors', 'open_clip_pytorch_model.safetensors')
+_LOCAL_DIR_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.bin')
+
+
 def _pretrained_files(variant: str, kwargs: Mapping[str, Any]) -> Tuple[List[Path], bool]:
     """The local files ``pretrained=True`` may have read for ``variant`` and whether they are in the Hub cache: the
-    cfg's ``file``, or its Hub cache entries (the safetensors file first, as timm tries it first)."""
+    cfg's ``file`` (for ``local-dir:``, the weights file in that folder), or its Hub cache entries (the safetensors
+    file first, as timm tries it first)."""
     from timm.models import resolve_pretrained_cfg
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
                                  pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg or {})
     if cfg.get('file'):
-        return [Path(cfg['file'])], False
+        path = Path(cfg['file'])
+        if cfg.get('source') == 'local-dir' and path.is_dir():
+            found = [path / n for n in _LOCAL_DIR_FILES if (path / n).exists()]
+            found = found or [f for ext in _LOCAL_DIR_SUFFIXES for f in sorted(path.glob(f'*{ext}'))]
+            return found[:1], False
+        return [path], False
     hub_id = cfg.get('hf_hub_id')
     if not hub_id:
         return [], False
@@ -344,8 +431,9 @@ def _pretrained_files(variant: str, kwargs: Mapping[str, Any]) -> Tuple[List[Pat
 
 
 def explain_pretrained_error(variant: str, kwargs: Mapping[str, Any], error: BaseException) -> Optional[BaseException]:
-    """When building ``variant`` with ``pretrained=True`` failed because its weights file does not read, an error that
-    names the file (and, for a file in the Hub cache, says to delete it); None when the files read fine."""
+    """When building ``variant`` with ``pretrained=True`` failed on its weights file, an error that names the file:
+    a file that does not read (one in the Hub cache: delete it), or one whose tensors do not fit (torch's list of
+    mismatches). None when the failure is not the file's (timm's error stands)."""
     try:
         files, cached = _pretrained_files(variant, kwargs)
     except Exception:  # the cfg itself is bad: timm's error stands
@@ -355,8 +443,15 @@ def explain_pretrained_error(variant: str, kwargs: Mapping[str, Any], error: Bas
             read_state_dict(path, use_ema=None)
         except FileNotFoundError:
             continue
+        except CheckpointRefusedError as e:
+            return _standalone(CheckpointRefusedError(f'{variant}: the pretrained weights were not loaded. {e}'), e)
         except CheckpointReadError as e:
             hint = (' It is in the Hugging Face cache: delete it (or the model\'s folder there) and load again to '
                     'download it anew.') if cached else ''
             return CheckpointReadError(f'{variant}: the pretrained weights could not be read. {e}{hint}')
+        if isinstance(error, RuntimeError) and 'Error(s) in loading state_dict' in str(error):
+            details = '; '.join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
+            return CheckpointMismatchError(f'{variant}: the pretrained weights {path} do not fit the model as built '
+                                           f'(are the model arguments those of the checkpoint?): {details}')
+        return None
     return None

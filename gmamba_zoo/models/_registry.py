@@ -49,6 +49,8 @@ def build_zoo_model(
         unreadable = explain_pretrained_error(variant, kwargs, e) if pretrained else None
         if unreadable is None:
             raise
+        if unreadable.__suppress_context__:  # a refused file: torch's advice to unpickle it is not passed on
+            raise unreadable from None
         raise unreadable from e
     install_checkpoint_errors(model)
     if is_features_only(model):

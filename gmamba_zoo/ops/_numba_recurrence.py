@@ -7,14 +7,15 @@ dimensions flattened) that share memory with the scan's workspace tensors. They 
 recurrence is memory-bound, and a second thread pool beside PyTorch's would only compete with it.
 
 This module imports numba at import time; :mod:`gmamba_zoo.ops.selective_scan` imports it lazily, on the first
-CPU scan, so that ``import gmamba_zoo`` stays light.
+CPU scan, so that ``import gmamba_zoo`` stays light. The loops are cached on disk where numba can write a cache, and
+compiled in every process elsewhere (:func:`gmamba_zoo.ops._numba_jit.cached_njit`).
 """
-import numba
+from ._numba_jit import cached_njit
 
 __all__ = ['recurrence_forward_', 'recurrence_reverse_']
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def recurrence_forward_(h, a, h0):  # pragma: no cover - compiled; tested through the scan
     """h[t] += a[t] * h[t-1] for t = 0 .. T-1, with h[-1] = h0. h, a: [T, S]; h0: [S]."""
     steps, size = h.shape
@@ -25,7 +26,7 @@ def recurrence_forward_(h, a, h0):  # pragma: no cover - compiled; tested throug
             h[t, s] += a[t, s] * h[t - 1, s]
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def recurrence_reverse_(g, a):  # pragma: no cover - compiled; tested through the scan
     """g[t] += a[t+1] * g[t+1] for t = T-2 .. 0 (the adjoint recurrence). g, a: [T, S]."""
     steps, size = g.shape
@@ -35,7 +36,7 @@ def recurrence_reverse_(g, a):  # pragma: no cover - compiled; tested through th
 
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def fill_chunk_(log_dec, hs, dt, u, a_t, b):  # pragma: no cover - compiled; tested through the scan
     """log_dec[t, i, n, d] = dt[t, i, d] * a_t[n, d] and hs[t, i, n, d] = (dt[t, i, d] * u[t, i, d]) * b[t, i, n].
 

@@ -22,15 +22,15 @@ float32. As in the PyTorch scan the log-decay ``dt * A`` is floored at -80, so t
 
 numba is imported at import time; :mod:`gmamba_zoo.ops.selective_scan` imports this module lazily. Compiled code is
 cached on disk (``cache=True``: numba's ``NUMBA_CACHE_DIR``, else ``__pycache__`` beside this file, else the user's
-cache directory). Where none of those is writable the kernels are compiled in every process, after one warning.
+cache directory). Where none of those is writable the kernels are compiled in every process, after one warning
+(:func:`gmamba_zoo.ops._numba_jit.cached_njit`).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import threading
-import warnings
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numba
 import numpy as np
@@ -40,6 +40,8 @@ from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
+
+from ._numba_jit import cached_njit
 
 __all__ = ['scan_fwd', 'scan_bwd', 'set_threads']
 
@@ -72,24 +74,6 @@ _U1 = np.uint64(1)
 _FASTMATH = {'reassoc', 'contract', 'nsz', 'arcp'}
 _JIT_HELPER = dict(nogil=True, fastmath={'contract'}, error_model='numpy')
 _JIT_KERNEL = dict(nogil=True, parallel=True, fastmath=_FASTMATH, error_model='numpy')
-_warned_no_cache = False
-
-
-def _njit(**options) -> Callable:
-    """``numba.njit(cache=True, **options)``, or without the disk cache where numba finds no writable cache
-    directory (it raises at decoration then, which would make this module fail to import)."""
-    def decorate(func):
-        global _warned_no_cache
-        try:
-            return numba.njit(cache=True, **options)(func)
-        except RuntimeError as e:
-            if not _warned_no_cache:
-                _warned_no_cache = True
-                warnings.warn(f'gmamba_zoo: numba cannot cache the CPU scan kernels ({e}); they are compiled in '
-                              'every process. Set NUMBA_CACHE_DIR to a writable directory to avoid that.',
-                              RuntimeWarning, stacklevel=3)
-            return numba.njit(cache=False, **options)(func)
-    return decorate
 
 
 @intrinsic
@@ -105,7 +89,7 @@ def _bits_as_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
-@_njit(**_JIT_HELPER)
+@cached_njit(**_JIT_HELPER)
 def _exp(x):  # pragma: no cover - compiled
     """exp(x) for a float32 ``x`` clamped to [-80, 88]: 2^k * p(r), x = k ln2 + r, within about 2 ulp."""
     x = min(max(x, _LOG_DECAY_FLOOR), _EXP_CEIL)
@@ -120,7 +104,7 @@ def _exp(x):  # pragma: no cover - compiled
     return p * _bits_as_f32((np.int32(k) + 127) << 23)
 
 
-@_njit(**_JIT_HELPER)
+@cached_njit(**_JIT_HELPER)
 def _log1p01(y):  # pragma: no cover - compiled
     """log(1 + y) for a float32 ``y`` in [0, 1], accurate in relative terms down to tiny ``y``."""
     s = y / (_TWO + y)
@@ -135,13 +119,13 @@ def _log1p01(y):  # pragma: no cover - compiled
     return _TWO * s * p
 
 
-@_njit(**_JIT_HELPER)
+@cached_njit(**_JIT_HELPER)
 def _softplus(x):  # pragma: no cover - compiled
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)) for a float32 ``x``."""
     return max(x, _ZERO) + _log1p01(_exp(-abs(x)))
 
 
-@_njit(**_JIT_HELPER)
+@cached_njit(**_JIT_HELPER)
 def _sigmoid(x):  # pragma: no cover - compiled
     """1 / (1 + exp(-x)) for a float32 ``x``, without overflow for either sign."""
     e = _exp(-abs(x))
@@ -149,7 +133,7 @@ def _sigmoid(x):  # pragma: no cover - compiled
     return s if x >= _ZERO else e * s
 
 
-@_njit(**_JIT_KERNEL)
+@cached_njit(**_JIT_KERNEL)
 def _fwd_kernel(u, delta, a, bt, ct, dskip, z, bias, out, ckpt, softplus, has_z, chunk, n_workers):  # pragma: no cover
     """Forward scan. u, delta, z, out: [B, D, L]; a: [D, Np]; bt, ct: [B, L, Np] (N zero-padded to Np, a multiple of
     _LANES); dskip, bias: [D]; ckpt: [n_chunks + 1, B, D, N], ckpt[0] zero on entry. Writes ``out`` and ckpt[1:]."""
@@ -202,7 +186,7 @@ def _fwd_kernel(u, delta, a, bt, ct, dskip, z, bias, out, ckpt, softplus, has_z,
                         out[b, d, t0 + j] = y[j] + d_d * u[b, d, t0 + j]
 
 
-@_njit(**_JIT_KERNEL)
+@cached_njit(**_JIT_KERNEL)
 def _bwd_kernel(dout, u, delta, a, bt, ct, dskip, z, bias, ckpt, softplus, has_z, chunk, n_workers,
                 du, ddelta, dz, da_pair, dd_pair, dbias_pair, db_part, dc_part, db, dc):  # pragma: no cover
     """Backward scan. Inputs as :func:`_fwd_kernel` plus dout [B, D, L]. Writes du, ddelta (with respect to delta:

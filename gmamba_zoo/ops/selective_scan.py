@@ -115,10 +115,12 @@ def scan_backend(name: str) -> Iterator[None]:
 
 class _OptionalModule:
     """A module imported on first use, once; ``error`` says why it could not be (ImportError, a broken CUDA build,
-    numba refusing this NumPy version, ...)."""
+    numba refusing this NumPy version, ...), and ``not_installed`` whether that is a package that is not installed
+    (rather than one that is but fails, e.g. numba finding no writable cache directory)."""
 
     def __init__(self, name: str):
         self.name, self.module, self.error, self.probed = name, None, None, False
+        self.not_installed = False
         self._lock = threading.Lock()
 
     def get(self):
@@ -131,6 +133,8 @@ class _OptionalModule:
                         self.module = importlib.import_module(self.name)
                     except Exception as e:
                         self.module, self.error = None, f'{type(e).__name__}: {e}'
+                        missing = getattr(e, 'name', None) if isinstance(e, ModuleNotFoundError) else None
+                        self.not_installed = bool(missing) and not missing.startswith('gmamba_zoo')
                     self.probed = True
         return self.module
 
@@ -177,6 +181,9 @@ def _why_not(name: str, device_type: str) -> Optional[str]:
         return f"scan backend 'numba' needs CPU tensors, got tensors on {device_type}."
     module, package = _KERNELS[name]
     if module.get() is None:
+        if not module.not_installed:  # the package is there: never blame its absence
+            return (f'scan backend {name!r}: {module.name} does not load although {package.split()[0]} is installed '
+                    f'({module.error}).')
         return f'scan backend {name!r} needs {package}, which is not importable here ({module.error}).'
     old = _old_triton() if name == 'triton' else None
     if old is not None:
@@ -352,6 +359,9 @@ def cpu_recurrence() -> str:
     if choice == 'python':
         return 'python'
     if _numba_loops.get() is None:
+        if choice == 'numba' and not _numba_loops.not_installed:
+            raise RuntimeError(f'{ENV_CPU_RECURRENCE}=numba but the compiled loops ({_numba_loops.name}) do not load '
+                               f'although numba is installed ({_numba_loops.error}).')
         if choice == 'numba':
             raise RuntimeError(f'{ENV_CPU_RECURRENCE}=numba but numba is not importable ({_numba_loops.error}). '
                                'Install it with `pip install gmamba-zoo[cpu]`.')

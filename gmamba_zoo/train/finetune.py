@@ -45,7 +45,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..bench.progress import Progress, add_quiet_argument
-from ..hub.checkpoint import load_checkpoint_into, read_checkpoint, safetensors_metadata, save_safetensors
+from ..hub.checkpoint import (
+    CheckpointMismatchError, CheckpointReadError, load_checkpoint_into, load_torch_file, read_checkpoint,
+    safetensors_metadata, save_safetensors,
+)
 
 
 __all__ = ['add_arguments', 'train', 'run', 'save_checkpoint', 'load_checkpoint', 'CHECKPOINT_DIR']
@@ -146,6 +149,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Optional[torch.opti
 
     Raises:
         FileNotFoundError: The folder lacks one of the two files.
+        CheckpointReadError: A file does not read (named; ``CheckpointRefusedError`` when it holds pickled objects).
         CheckpointMismatchError: The weights are another model's (keys named).
         ValueError: The two files are from different saves.
     """
@@ -156,7 +160,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Optional[torch.opti
             raise FileNotFoundError(f'--resume {path}: {folder / name} not found; expected a checkpoint folder '
                                     f'written by gmamba-zoo train ({MODEL_FILE} + {STATE_FILE}).')
     load_checkpoint_into(model, read_checkpoint(folder / MODEL_FILE), source=f'checkpoint {folder / MODEL_FILE}')
-    state = torch.load(folder / STATE_FILE, map_location='cpu', weights_only=True)
+    state = load_torch_file(folder / STATE_FILE)
+    if not isinstance(state, dict) or 'step' not in state:
+        raise CheckpointReadError(f'--resume {path}: {folder / STATE_FILE} is not a training state written by '
+                                  f'gmamba-zoo train (expected a dict with "step", "optimizer", "scheduler").')
     weights_step = safetensors_metadata(folder / MODEL_FILE).get('step')
     if weights_step is not None and int(weights_step) != state['step']:
         raise ValueError(f'{folder}: {MODEL_FILE} is from step {weights_step} but {STATE_FILE} from step '
@@ -415,7 +422,10 @@ def evaluate(model: nn.Module, loader: DataLoader, env: Dist, autocast: Any) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = train(args)
+    try:
+        summary = train(args)
+    except (CheckpointReadError, CheckpointMismatchError, FileNotFoundError) as e:  # a file given: one clear line
+        raise SystemExit(f'train: {e}') from None
     if int(os.environ.get('RANK', '0')) == 0:
         print(json.dumps(summary), flush=True)
     return 0
