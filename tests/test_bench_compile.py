@@ -8,6 +8,7 @@ from gmamba_zoo.cli import main
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
+@pytest.mark.slow
 def test_bench_compile_command_dynamic_reuses_the_graph(capsys):
     """backend='eager' (dynamo's graph run as traced): with --dynamic the second size reuses the first's graph (the
     count starts afresh in each call; test_robustness.py counts recompiles), and the outputs equal eager's."""

@@ -13,6 +13,7 @@ from gmamba_zoo.bench import scan as bench_scan
 from gmamba_zoo.cli import main as cli_main
 
 
+@pytest.mark.slow
 def test_bench_scan_cpu_end_to_end(tmp_path):
     out = tmp_path / 'scan.md'
     rc = cli_main(['bench-scan', '--shapes', '1,4,4,32', '--threads', '1', '--repeats', '2', '--warmup', '1',
@@ -82,6 +83,7 @@ def test_shape_argument():
             bench_scan._parse_shape(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message printed without a GPU')
 def test_cuda_parity_script_without_a_gpu_says_so():
     script = Path(__file__).resolve().parents[1] / 'scripts' / 'check_cuda_parity.py'

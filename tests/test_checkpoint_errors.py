@@ -65,6 +65,7 @@ def test_missing_checkpoint_path_names_the_file(files):
         timm.create_model('resnet18_gmamba', checkpoint_path=str(files['folder'] / 'no_such.safetensors'), **SMALL)
 
 
+@pytest.mark.slow
 def test_other_architecture_names_keys_and_the_model_it_belongs_to(files):
     with pytest.raises(CheckpointMismatchError) as err:
         timm.create_model('resnet18_gmamba', checkpoint_path=str(files['other']), **SMALL)

@@ -69,7 +69,8 @@ def _fx_model(model: torch.nn.Module, train: bool = False) -> torch.nn.Module:
 # --------------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.filterwarnings('ignore:NOTE. The nodes obtained by tracing')
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', [n if n == 'resnet18_gmamba' else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in MODELS])
 def test_fx_forward_and_backward(name):
     """timm's test_model_forward_fx (bit-exact) and test_model_backward_fx (every parameter gets a gradient)."""
     model = _active(timm.create_model(name)).eval()
@@ -140,6 +141,7 @@ def test_fx_leaves_keep_checks_and_scan_as_calls():
 # torch.export
 # --------------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', MODELS)
 def test_torch_export_dynamic_batch_height_width(name):
     model = _active(timm.create_model(name)).eval()
@@ -169,8 +171,8 @@ def test_plain_torch_export_call():
 # --------------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('features_only', [False, True], ids=['logits', 'features'])
-@pytest.mark.parametrize('name', [n if n == 'resnet18_gmamba' else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in MODELS])  # one export in the README's run, the others in the slow set
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
 def test_onnx_dynamic_in_onnxruntime(name, features_only, tmp_path):
     """The graph runs in onnxruntime at two sizes other than the export size, within 1e-4 of PyTorch's outputs."""
     if not SLOW and features_only != (name in ('convnext_t_gmamba', 'vgamba_b')):

@@ -183,6 +183,7 @@ def test_attention_block_matches_between_impls():
     torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_benchmark_end_to_end(tmp_path):
     out = tmp_path / 'bench.md'
     cli_main(['benchmark', '--what', 'models', '--models', 'resnet18', '--img-size', '32', '32', '--modes', 'fwd', '--iters',
@@ -217,6 +218,7 @@ def test_paired_timing_alternates_model_and_baseline(monkeypatch):
     assert len(r['results']) == 2 and all(x['median_ms'] >= 0 for x in r['results'])
 
 
+@pytest.mark.slow
 def test_benchmark_rows_pair_a_model_with_its_baseline(tmp_path):
     out = tmp_path / 'bench.md'
     cli_main(['benchmark', '--what', 'models', '--models', 'resnet18_gmamba', '--img-size', '32', '32', '--modes', 'fwd',

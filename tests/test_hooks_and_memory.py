@@ -243,6 +243,7 @@ print(json.dumps(peaks))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc/self/status')
 def test_grad_checkpointing_lowers_the_peak():
     """A training step's peak resident set (VmHWM) in a child process whose freed memory goes back to the system

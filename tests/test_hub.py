@@ -64,7 +64,8 @@ def small_export(tmp_path_factory):
 # ----------------------------------------------------------------------------------------------------------------------
 # every registered model: export, offline Hub cache, hf-hub: load
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', [n if n in ('resnet18_gmamba', 'vgamba_b') else
+                                  pytest.param(n, marks=pytest.mark.slow) for n in MODELS])
 def test_every_model_round_trips_through_the_offline_hub(name, monkeypatch):
     model = _perturbed(name)
     repo_id = f'{ORG}/{name}'

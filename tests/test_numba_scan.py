@@ -154,6 +154,7 @@ def test_bad_shapes():
         ns.scan_bwd(out, *args, ckpt, True, 16)
 
 
+@pytest.mark.slow
 def test_unwritable_cache_only_costs_time(tmp_path):
     """Where numba finds no writable cache directory at all, the module still imports and computes (and warns).
 

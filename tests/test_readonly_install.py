@@ -50,6 +50,7 @@ def _read_only(path: Path) -> None:
             stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if p.is_dir() else 0))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(ss._numba_loops.get() is None, reason='numba does not import here')
 def test_read_only_install_still_runs_numba(tmp_path):
     site, blocker = tmp_path / 'site', tmp_path / 'blocker'

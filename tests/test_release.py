@@ -59,6 +59,7 @@ def test_version_flag(capsys):
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f'gmamba-zoo {gmamba_zoo.__version__}'
 
 
+@pytest.mark.slow
 def test_python_dash_m():
     res = subprocess.run([sys.executable, '-m', 'gmamba_zoo', 'list'], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS='ignore'))

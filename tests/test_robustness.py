@@ -189,6 +189,7 @@ def test_scan_is_a_float32_island_under_autocast():
 
 # ---------------------------------------------------------------- torch.compile
 
+@pytest.mark.slow
 def test_torch_compile_matches_eager():
     """aot_eager traces the whole model with AOTAutograd (as inductor does) without generating code, fullgraph=True:
     the input checks and the scan op make no graph break. Inductor timings: scripts/bench_compile.py."""

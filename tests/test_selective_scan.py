@@ -337,6 +337,7 @@ print('ok')
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('choice', ['numba', 'auto'])
 def test_first_scans_from_several_threads_at_once(choice):
     """Threads making their first scan together in a fresh process (the lazy numba import races) all get the oracle's

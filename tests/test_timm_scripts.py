@@ -73,6 +73,7 @@ def test_cli_runs_the_script_as_main_with_its_arguments(script, capsys):
     assert _report(capsys.readouterr().out)['argv'][1:] == ['--model', NAME, '--exit-code', '-1']
 
 
+@pytest.mark.slow
 def test_python_m_gmamba_zoo_timm_keeps_the_exit_status(script, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')])))
     proc = subprocess.run([sys.executable, '-m', 'gmamba_zoo.timm', str(script), '--model', NAME, '--exit-code', '5'],

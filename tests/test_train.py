@@ -57,6 +57,7 @@ COMMON = ['--model', 'resnet18_gmamba', '--img-size', '32', '--batch-size', '2',
           '--no-progress', '--opt', 'sgd', '--lr', '0.05']
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_identical_replicas_then_resume(image_folder, tmp_path):
     out = tmp_path / 'run'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')

@@ -77,6 +77,7 @@ def test_literal_cfg_matches_timm_registry(variant, tag):
         assert f'{variant.base}.{tag}' in cfg['notes'][0] and 'Not a trained vGamba' in cfg['notes'][0]
 
 
+@pytest.mark.slow
 def test_import_reads_no_pretrained_cfg_from_timm():
     """`import gmamba_zoo` with timm's cfg look-ups made to fail: the cfgs are literals, nothing is looked up."""
     code = (
