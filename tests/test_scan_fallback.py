@@ -224,3 +224,15 @@ def test_probe_launches_the_real_kernels():
     proc = subprocess.run([sys.executable, '-c', _PROBE_CHILD], cwd=root, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0 and 'PROBE OK' in proc.stdout, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_auto_passes_over_mamba_ssm_for_states_its_kernel_refuses(gpu, monkeypatch):
+    """mamba-ssm's kernel takes d_state <= 256: above it auto goes on to Triton, and 'cuda' by name says why."""
+    monkeypatch.setattr(ss, '_KERNELS', dict(ss._KERNELS, cuda=(ss._OptionalModule('math'), 'mamba-ssm')))
+    small, large = (64, 256, True, False, True, True, 'float32'), (64, 257, True, False, True, True, 'float32')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert resolve_scan_backend('cuda', variant=small) == 'cuda'
+        assert resolve_scan_backend('cuda', variant=large) == 'triton'
+    with pytest.raises(RuntimeError, match=r"takes d_state <= 256, got 257"):
+        resolve_scan_backend('cuda', 'cuda', variant=large)

@@ -270,6 +270,17 @@ def _triton_launch_error(device: torch.device, variant: Optional[_Variant] = Non
     return _triton_launches[key]
 
 
+_CUDA_MAX_DSTATE = 256  # mamba-ssm's selective_scan_cuda refuses larger states (its TORCH_CHECK)
+
+
+def _cuda_kernel_refuses(name: str, variant: Optional[_Variant]) -> Optional[str]:
+    """Why mamba-ssm's kernel would refuse a scan of ``variant`` (a state size above its limit), or None."""
+    if name == 'cuda' and variant is not None and variant[1] > _CUDA_MAX_DSTATE:
+        return (f"scan backend 'cuda' (mamba-ssm's kernel) takes d_state <= {_CUDA_MAX_DSTATE}, got "
+                f'{variant[1]}.')
+    return None
+
+
 def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str] = None,
                          variant: Optional[_Variant] = None) -> str:
     """Which backend runs for tensors on ``device``: ``'torch'``, ``'numba'``, ``'triton'`` or ``'cuda'``.
@@ -294,7 +305,7 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
     device = torch.device(device)
     device_type = device.type
     if name != 'auto':
-        why = _why_not(name, device_type)
+        why = _why_not(name, device_type) or _cuda_kernel_refuses(name, variant)
         if why is None and name == 'triton' and device_type == 'cuda':
             failed = _triton_launches.get((str(_indexed(device)), variant))  # only an earlier auto probe's verdict
             why = None if failed is None else (f"scan backend 'triton' cannot run on {_indexed(device)}: its kernels "
@@ -305,6 +316,8 @@ def resolve_scan_backend(device: Union[torch.device, str], backend: Optional[str
         return name
     for candidate in _AUTO_ORDER.get(device_type, ()):
         why = _why_not(candidate, device_type)
+        if why is None and _cuda_kernel_refuses(candidate, variant):
+            continue  # a limit of the kernel, not something to fix: the next backend runs, without a warning
         if why is None and candidate == 'triton' and device_type == 'cuda':
             failed = _triton_launch_error(device, variant)
             if failed is not None:
