@@ -38,6 +38,7 @@ what runs.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from functools import partial
@@ -122,7 +123,24 @@ def low_band(x: Tensor, cutoff: float = 0.25) -> Tensor:
             low = F.linear(_dense(x.float()), low_band_matrix(w, cutoff, x.device))
             return F.linear(_dense(low.transpose(-1, -2)), low_band_matrix(h, cutoff, x.device)).transpose(-1, -2)
         spec = torch.fft.rfft2(x.float(), norm='ortho')
-        return torch.fft.irfft2(spec * low_band_mask(h, w, cutoff, x.device), s=(h, w), norm='ortho')
+        if _eager_no_grad(x):  # the same mask every call at a map size: made once, kept
+            mask = _cached_low_band_mask(h, w, cutoff, x.device)
+        else:
+            mask = low_band_mask(h, w, cutoff, x.device)
+        return torch.fft.irfft2(spec * mask, s=(h, w), norm='ortho')
+
+
+def _eager_no_grad(x: Tensor) -> bool:
+    """Eager, no tracer or compiler at work, and autograd off: where tensors made from constants or parameters may be
+    kept between calls (a tracer would record them as constants; autograd would need them made in its graph)."""
+    return (type(x) is Tensor and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_low_band_mask(height: int, width: int, cutoff: float, device: torch.device) -> Tensor:
+    with torch.inference_mode(False):  # a normal tensor, usable wherever the caller runs next
+        return low_band_mask(height, width, cutoff, device)
 
 
 def _dense(x: Tensor) -> Tensor:
@@ -156,6 +174,7 @@ class FrequencyEncoding(nn.Module):
 
     def __init__(self, dim: int, cutoff: float = 0.25):
         super().__init__()
+        self._folded_cache: Optional[Tuple[tuple, Tuple[Tensor, Tensor, Tensor]]] = None
         self.cutoff = cutoff
         self.low_proj = nn.Linear(dim, dim)
         self.high_proj = nn.Linear(dim, dim)
@@ -177,6 +196,19 @@ class FrequencyEncoding(nn.Module):
             m_l = s_l * torch.mm(w_l, self.low_proj.weight) - w_high
             c = self.fuse[0].bias + s_l * F.linear(self.low_proj.bias, w_l) + s_h * F.linear(self.high_proj.bias, w_h)
         return m_x, m_l, c
+
+    def _folded_weights_cached(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`folded_weights`, kept while no parameter it reads has changed (autograd off: no graph to keep).
+
+        A parameter changed in place (an optimizer step, ``load_state_dict``, ``copy_``) bumps its version counter;
+        one replaced (``.to()``, ``.data =``) has another tensor behind it: either makes the key differ."""
+        params = (self.fuse[0].weight, self.fuse[0].bias, self.low_proj.weight, self.low_proj.bias,
+                  self.high_proj.weight, self.high_proj.bias, self.low_weight, self.high_weight)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cache = getattr(self, '_folded_cache', None)  # a module pickled before the cache existed has none
+        if cache is None or cache[0] != key:
+            cache = self._folded_cache = (key, self.folded_weights())
+        return cache[1]
 
     def forward(self, x: Tensor, low: Optional[Tensor] = None) -> Tensor:
         """x: [B, m, H, W] -> F_freq [B, H*W, m] (tokens). ``low``: x's low band when already computed (several scan
@@ -207,7 +239,7 @@ class FrequencyEncoding(nn.Module):
             fold: Through :meth:`folded_weights` (fewer multiply-adds per token) or layer by layer; same function.
         """
         if fold:
-            m_x, m_l, c = self.folded_weights()
+            m_x, m_l, c = self._folded_weights_cached() if _eager_no_grad(x) else self.folded_weights()
             return linear_weights(_tokens(x, x.dtype), m_x, c) + linear_weights(_tokens(low, x.dtype), m_l)
         with autocast_off(x.device.type):
             high = x.float() - low
@@ -634,9 +666,29 @@ class GMambaBlock(nn.Module):
     def _forward(self, x: Tensor) -> Tensor:
         if not self.channels_last:
             x = x.permute(0, 2, 3, 1)
+        if self._fused_residuals(x):
+            # Same function in fewer passes over the map: one contiguous channels-last copy that the norms, linear
+            # layers and residuals all read in place (a permuted NCHW map makes each of them a slow strided pass),
+            # and each layer scale + residual as one addcmul.
+            x = x.contiguous()
+            x = torch.addcmul(x, self._mix(x), self.ls1.gamma)
+            x = torch.addcmul(x, self.mlp(self.norm2(x)), self.ls2.gamma)
+            return x if self.channels_last else x.permute(0, 3, 1, 2).contiguous()
         x = x + self.drop_path1(self.ls1(self._mix(x)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x if self.channels_last else x.permute(0, 3, 1, 2)
+
+    def _fused_residuals(self, x: Tensor) -> bool:
+        """Whether :meth:`_forward` may fuse each layer scale with its residual: eager (a tracer records the modules,
+        which the FLOP counter and the exporters read), plain ``LayerScale`` modules and drop paths that are the
+        identity (none, or eval mode), and no hook that would see the layer scales' or drop paths' outputs."""
+        if _tracing(x) or torch.jit.is_tracing() or torch.jit.is_scripting():
+            return False
+        if type(self.ls1) is not LayerScale or type(self.ls2) is not LayerScale:
+            return False
+        if self.training and not (type(self.drop_path1) is nn.Identity and type(self.drop_path2) is nn.Identity):
+            return False
+        return not forward_hooks_registered(self.ls1, self.ls2, self.drop_path1, self.drop_path2)
 
     def _mix(self, x: Tensor) -> Tensor:
         """The mixer branch before its layer scale: x [B, H, W, C] -> [B, H, W, C], whole map or per window."""

@@ -35,6 +35,7 @@ from typing import Iterator, Optional, Tuple
 import numba
 import numpy as np
 import torch
+import torch.nn.functional as F
 from llvmlite import ir
 from numba import prange
 from numba.core import types
@@ -350,6 +351,8 @@ def _as_f32(t: Tensor) -> np.ndarray:
     """A contiguous float32 NumPy array of a CPU tensor (shares memory when ``t`` already is one)."""
     if t.device.type != 'cpu':
         raise ValueError(f'the numba scan runs on CPU tensors, got a tensor on {t.device}.')
+    if t.dtype == torch.float32 and t.is_contiguous():  # the models' case: no conversion to dispatch
+        return t.detach().numpy()
     return t.detach().to(torch.float32).contiguous().numpy()
 
 
@@ -360,10 +363,9 @@ def _padded_n(n_state: int) -> int:
 
 def _time_major_n(x: Tensor, n_pad: int) -> np.ndarray:
     """[B, N, L] -> contiguous float32 [B, L, n_pad], zero-padded: each step reads its N values contiguously."""
-    bsz, n_state, length = x.shape
-    out = torch.zeros((bsz, length, n_pad), dtype=torch.float32)
-    out[..., :n_state] = x.detach().transpose(1, 2)
-    return out.numpy()
+    n_state = x.shape[1]
+    # one pass: the transposed copy, its padding written as it goes (the pad makes a new contiguous tensor)
+    return F.pad(x.detach().to(torch.float32).transpose(1, 2), (0, n_pad - n_state)).contiguous().numpy()
 
 
 def _operands(u, delta, A, B, C, D, z, delta_bias):
@@ -371,10 +373,9 @@ def _operands(u, delta, A, B, C, D, z, delta_bias):
     dummy gate) so that every call has the same argument types and compiles once."""
     dim, n_state = A.shape
     n_pad = _padded_n(n_state)
-    a = torch.zeros((dim, n_pad), dtype=torch.float32)
-    a[:, :n_state] = A.detach()
+    a = F.pad(A.detach().to(torch.float32), (0, n_pad - n_state)).contiguous().numpy()
     zeros = np.zeros(dim, np.float32)
-    return (_as_f32(u), _as_f32(delta), a.numpy(), _time_major_n(B, n_pad), _time_major_n(C, n_pad),
+    return (_as_f32(u), _as_f32(delta), a, _time_major_n(B, n_pad), _time_major_n(C, n_pad),
             zeros if D is None else _as_f32(D), np.zeros((1, 1, 1), np.float32) if z is None else _as_f32(z),
             zeros if delta_bias is None else _as_f32(delta_bias))
 

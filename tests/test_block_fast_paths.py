@@ -1,0 +1,104 @@
+"""The GMamba block's eager shortcuts (issue 25) against the plain module path: fused layer-scale residuals, the FEM
+fold kept between calls while its parameters are unchanged, the low-band mask kept per map size."""
+import pytest
+import torch
+
+from gmamba_zoo.layers import GMambaBlock
+from gmamba_zoo.layers.gssm import _cached_low_band_mask, low_band, low_band_mask
+
+
+def _block(channels_last: bool = False, **kwargs) -> GMambaBlock:
+    torch.manual_seed(0)
+    blk = GMambaBlock(32, channels_last=channels_last, layer_scale_init_value=0.5, **kwargs)
+    with torch.no_grad():  # non-trivial band weights and step sizes
+        for p in blk.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return blk
+
+
+def _unfused(blk: GMambaBlock, x: torch.Tensor) -> torch.Tensor:
+    """The module path: a hook on ls1 (which sees the layer scale's own output) turns the fusion off."""
+    handle = blk.ls1.register_forward_hook(lambda *a: None)
+    try:
+        return blk(x)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fused_residuals_equal_the_module_path_in_eval(channels_last):
+    blk = _block(channels_last).eval()
+    x = torch.randn(2, 12, 10, 32) if channels_last else torch.randn(2, 32, 12, 10)
+    assert blk._fused_residuals(x)
+    with torch.no_grad():
+        fused, plain = blk(x), _unfused(blk, x)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    assert fused.shape == x.shape and fused.is_contiguous()  # the caller's layout, as before
+
+
+def test_fused_residuals_equal_the_module_path_in_training():
+    blk = _block().train()
+    x = torch.randn(2, 32, 9, 11, requires_grad=True)
+    fused = blk(x)
+    grads_fused = torch.autograd.grad(fused.square().sum(), [x, *blk.parameters()])
+    plain = _unfused(blk, x)
+    grads_plain = torch.autograd.grad(plain.square().sum(), [x, *blk.parameters()])
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_fused, grads_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_no_fusion_where_it_could_be_told():
+    x = torch.randn(1, 32, 6, 6)
+    blk = _block(drop_path=0.1).train()
+    assert not blk._fused_residuals(x)  # drop path draws per sample in training
+    assert blk.eval()._fused_residuals(x)
+    seen = []
+    blk.ls2.register_forward_hook(lambda m, i, o: seen.append(o))
+    assert not blk._fused_residuals(x)
+    with torch.no_grad():
+        blk(x)
+    assert len(seen) == 1  # the hook saw the layer scale run
+
+
+def test_fem_fold_follows_parameter_changes():
+    blk = _block().eval()
+    x = torch.randn(1, 32, 16, 16)  # H*W > 2m: FEM folds
+    fem = blk.mixer.fem
+    with torch.no_grad():
+        blk(x)
+        kept = fem._folded_cache[1]
+        blk(x)
+        assert fem._folded_cache[1] is kept  # unchanged parameters: no new fold
+        fem.low_weight.add_(1.0)  # in place, as an optimizer step or load_state_dict
+        after = blk(x)
+        assert fem._folded_cache[1] is not kept
+    fresh = _block().eval()
+    fresh.load_state_dict(blk.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(after, fresh(x), rtol=0, atol=0)
+    # a replaced parameter (a new tensor behind it) is a change too
+    with torch.no_grad():
+        fem.high_proj.weight.data = fem.high_proj.weight.data * 2
+        assert not torch.equal(blk(x), after)
+
+
+def test_fem_fold_not_kept_for_autograd():
+    blk = _block().eval()
+    x = torch.randn(1, 32, 16, 16)
+    blk(x).sum().backward()
+    assert getattr(blk.mixer.fem, '_folded_cache', None) is None
+    assert blk.mixer.fem.fuse[0].weight.grad is not None
+
+
+def test_kept_mask_is_the_mask_and_a_normal_tensor():
+    _cached_low_band_mask.cache_clear()
+    x = torch.randn(1, 3, 10, 7)
+    with torch.inference_mode():
+        low_inf = low_band(x)
+    mask = _cached_low_band_mask(10, 7, 0.25, x.device)
+    assert not mask.is_inference() and torch.equal(mask, low_band_mask(10, 7, 0.25))
+    x.requires_grad_(True)
+    low = low_band(x)  # autograd on: the mask is made in the graph's mode
+    low.sum().backward()
+    torch.testing.assert_close(low.detach(), low_inf)
