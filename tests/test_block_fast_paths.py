@@ -102,3 +102,16 @@ def test_kept_mask_is_the_mask_and_a_normal_tensor():
     low = low_band(x)  # autograd on: the mask is made in the graph's mode
     low.sum().backward()
     torch.testing.assert_close(low.detach(), low_inf)
+
+
+@pytest.mark.parametrize('size', [(16, 16), (3, 5)])  # FEM folded (H*W > 2m) and layer by layer
+@pytest.mark.parametrize('kwargs', [{}, dict(fgmm=False), dict(adaptive_fem=False), dict(scan_directions=2)])
+def test_eager_inference_equals_the_graph_path(size, kwargs):
+    """Everything the block does differently in eager inference (fused residuals, the FEM fold kept and run as
+    in-place products, ReLU in place, FGMM's folded scale, the kept mask) against the path autograd takes."""
+    blk = _block(**kwargs).eval()
+    x = torch.randn(2, 32, *size)
+    with torch.no_grad():
+        fast = blk(x)
+    graph = _unfused(blk, x.clone().requires_grad_(True))
+    torch.testing.assert_close(fast, graph.detach(), rtol=1e-5, atol=2e-6)
