@@ -29,16 +29,19 @@ def _unfused(blk: GMambaBlock, x: torch.Tensor) -> torch.Tensor:
 def test_fused_residuals_equal_the_module_path_in_eval(channels_last):
     blk = _block(channels_last).eval()
     x = torch.randn(2, 12, 10, 32) if channels_last else torch.randn(2, 32, 12, 10)
-    assert blk._fused_residuals(x)
     with torch.no_grad():
+        assert blk._fused_residuals(x)
         fused, plain = blk(x), _unfused(blk, x)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
     assert fused.shape == x.shape and fused.is_contiguous()  # the caller's layout, as before
 
 
-def test_fused_residuals_equal_the_module_path_in_training():
+def test_training_takes_the_module_path():
     blk = _block().train()
     x = torch.randn(2, 32, 9, 11, requires_grad=True)
+    assert not blk._fused_residuals(x)
+    with torch.no_grad():
+        assert blk._fused_residuals(x)  # train mode without autograd (no drop path here): fused
     fused = blk(x)
     grads_fused = torch.autograd.grad(fused.square().sum(), [x, *blk.parameters()])
     plain = _unfused(blk, x)
@@ -51,12 +54,12 @@ def test_fused_residuals_equal_the_module_path_in_training():
 def test_no_fusion_where_it_could_be_told():
     x = torch.randn(1, 32, 6, 6)
     blk = _block(drop_path=0.1).train()
-    assert not blk._fused_residuals(x)  # drop path draws per sample in training
-    assert blk.eval()._fused_residuals(x)
-    seen = []
-    blk.ls2.register_forward_hook(lambda m, i, o: seen.append(o))
-    assert not blk._fused_residuals(x)
     with torch.no_grad():
+        assert not blk._fused_residuals(x)  # drop path draws per sample in training
+        assert blk.eval()._fused_residuals(x)
+        seen = []
+        blk.ls2.register_forward_hook(lambda m, i, o: seen.append(o))
+        assert not blk._fused_residuals(x)
         blk(x)
     assert len(seen) == 1  # the hook saw the layer scale run
 

@@ -703,10 +703,11 @@ class GMambaBlock(nn.Module):
         return x if self.channels_last else x.permute(0, 3, 1, 2)
 
     def _fused_residuals(self, x: Tensor) -> bool:
-        """Whether :meth:`_forward` may fuse each layer scale with its residual: eager (a tracer records the modules,
-        which the FLOP counter and the exporters read), plain ``LayerScale`` modules and drop paths that are the
-        identity (none, or eval mode), and no hook that would see the layer scales' or drop paths' outputs."""
-        if _tracing(x) or torch.jit.is_tracing() or torch.jit.is_scripting():
+        """Whether :meth:`_forward` may fuse each layer scale with its residual: eager inference (a tracer records the
+        modules, which the FLOP counter and the exporters read; with autograd on, the fusion saved no time and its
+        copy would be kept for backward), plain ``LayerScale`` modules and drop paths that are the identity (none, or
+        eval mode), and no hook that would see the layer scales' or drop paths' outputs."""
+        if not _eager_no_grad(x) or _tracing(x):
             return False
         if type(self.ls1) is not LayerScale or type(self.ls2) is not LayerScale:
             return False
