@@ -1,5 +1,6 @@
-"""The GMamba block's eager shortcuts (issue 25) against the plain module path: fused layer-scale residuals, the FEM
-fold kept between calls while its parameters are unchanged, the low-band mask kept per map size."""
+"""The GMamba block's eager shortcuts (issue 25) against the plain module path: residuals scaled and added in place,
+the FEM fold kept between calls while its parameters are unchanged and run as in-place products, the low-band mask
+kept per map size."""
 import pytest
 import torch
 
@@ -26,22 +27,24 @@ def _unfused(blk: GMambaBlock, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_fused_residuals_equal_the_module_path_in_eval(channels_last):
+def test_inplace_residuals_equal_the_module_path_in_eval(channels_last):
     blk = _block(channels_last).eval()
     x = torch.randn(2, 12, 10, 32) if channels_last else torch.randn(2, 32, 12, 10)
     with torch.no_grad():
-        assert blk._fused_residuals(x)
+        assert blk._inplace_residuals(x)
+        x_before = x.clone()
         fused, plain = blk(x), _unfused(blk, x)
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    assert torch.equal(fused, plain)  # same products and sums as the modules: bit for bit (torch.fx relies on it)
+    assert torch.equal(x, x_before)  # the caller's map is never written (channels_last: it is read in place)
     assert fused.shape == x.shape and fused.is_contiguous()  # the caller's layout, as before
 
 
 def test_training_takes_the_module_path():
     blk = _block().train()
     x = torch.randn(2, 32, 9, 11, requires_grad=True)
-    assert not blk._fused_residuals(x)
+    assert not blk._inplace_residuals(x)
     with torch.no_grad():
-        assert blk._fused_residuals(x)  # train mode without autograd (no drop path here): fused
+        assert blk._inplace_residuals(x)  # train mode without autograd (no drop path here)
     fused = blk(x)
     grads_fused = torch.autograd.grad(fused.square().sum(), [x, *blk.parameters()])
     plain = _unfused(blk, x)
@@ -55,13 +58,15 @@ def test_no_fusion_where_it_could_be_told():
     x = torch.randn(1, 32, 6, 6)
     blk = _block(drop_path=0.1).train()
     with torch.no_grad():
-        assert not blk._fused_residuals(x)  # drop path draws per sample in training
-        assert blk.eval()._fused_residuals(x)
+        assert not blk._inplace_residuals(x)  # drop path draws per sample in training
+        assert blk.eval()._inplace_residuals(x)
         seen = []
-        blk.ls2.register_forward_hook(lambda m, i, o: seen.append(o))
-        assert not blk._fused_residuals(x)
-        blk(x)
-    assert len(seen) == 1  # the hook saw the layer scale run
+        blk.mlp.register_forward_hook(lambda m, i, o: seen.append(o))  # holds the branch ls2 would scale
+        assert not blk._inplace_residuals(x)
+        out = blk(x)
+        ref = _unfused(blk, x)
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # what the hook holds was not scaled in place
+    assert torch.equal(out, ref)
 
 
 def test_fem_fold_follows_parameter_changes():

@@ -301,10 +301,8 @@ class FrequencyGuidedModulation(nn.Module):
         a = self.select((x + f_enh).mean(1)).softmax(-1)[:, None, :]  # [B, 1, 2]
         g = torch.sigmoid(self.importance(f_freq)).mean(1, keepdim=True)  # [B, 1, 1]
         scale = 1 + torch.sigmoid(self.ratio) * g
-        if _eager_no_grad(x) and x.dtype == f_enh.dtype == scale.dtype:
-            # (a0 x + a1 f_enh) * scale with the per-sample scale folded into the two weights: two passes over the
-            # tokens instead of four
-            return torch.addcmul(f_enh.mul_(a[..., 1:] * scale), x, a[..., :1] * scale)
+        if _eager_no_grad(x) and x.dtype == f_enh.dtype == scale.dtype:  # the same products and sums, in place
+            return (a[..., :1] * x).add_(f_enh.mul_(a[..., 1:])).mul_(scale)
         x_mod = a[..., :1] * x + a[..., 1:] * f_enh
         return x_mod * scale
 
@@ -690,30 +688,33 @@ class GMambaBlock(nn.Module):
     def _forward(self, x: Tensor) -> Tensor:
         if not self.channels_last:
             x = x.permute(0, 2, 3, 1)
-        if self._fused_residuals(x):
-            # Same function in fewer passes over the map: one contiguous channels-last copy that the norms, linear
-            # layers and residuals all read in place (a permuted NCHW map makes each of them a slow strided pass),
-            # and each layer scale + residual as one addcmul.
-            x = x.contiguous()
-            x = torch.addcmul(x, self._mix(x), self.ls1.gamma)
-            x = torch.addcmul(x, self.mlp(self.norm2(x)), self.ls2.gamma)
+        if self._inplace_residuals(x):
+            # Same arithmetic (bit for bit) in fewer passes and allocations: one contiguous channels-last map that the
+            # norms, linear layers and residuals read in place (a permuted NCHW map makes each of them a slow strided
+            # pass), each branch scaled in place and added in place.
+            shortcut = x.contiguous()
+            branch = self._mix(shortcut).mul_(self.ls1.gamma)
+            x = shortcut.add_(branch) if shortcut is not x else shortcut + branch  # never the caller's tensor in place
+            x = x.add_(self.mlp(self.norm2(x)).mul_(self.ls2.gamma))
             return x if self.channels_last else x.permute(0, 3, 1, 2).contiguous()
         x = x + self.drop_path1(self.ls1(self._mix(x)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x if self.channels_last else x.permute(0, 3, 1, 2)
 
-    def _fused_residuals(self, x: Tensor) -> bool:
-        """Whether :meth:`_forward` may fuse each layer scale with its residual: eager inference (a tracer records the
-        modules, which the FLOP counter and the exporters read; with autograd on, the fusion saved no time and its
-        copy would be kept for backward), plain ``LayerScale`` modules and drop paths that are the identity (none, or
-        eval mode), and no hook that would see the layer scales' or drop paths' outputs."""
+    def _inplace_residuals(self, x: Tensor) -> bool:
+        """Whether :meth:`_forward` may scale the branches and add the residuals in place: eager inference (a tracer
+        records the modules; with autograd on, in-place work would cost copies for backward), plain ``LayerScale``
+        modules, drop paths that are the identity (none, or eval mode), and no hook that could hold a branch's output
+        (on the mixer, the MLP, their last layers, the layer scales or the drop paths)."""
         if not _eager_no_grad(x) or _tracing(x):
             return False
-        if type(self.ls1) is not LayerScale or type(self.ls2) is not LayerScale:
+        if type(self.ls1) is not LayerScale or type(self.ls2) is not LayerScale or self.ls1.inplace or self.ls2.inplace:
             return False
         if self.training and not (type(self.drop_path1) is nn.Identity and type(self.drop_path2) is nn.Identity):
             return False
-        return not forward_hooks_registered(self.ls1, self.ls2, self.drop_path1, self.drop_path2)
+        return not forward_hooks_registered(
+            self.mixer, self.mixer.out_proj, self.mlp, self.mlp.fc2, self.mlp.drop2, self.ls1, self.ls2,
+            self.drop_path1, self.drop_path2)
 
     def _mix(self, x: Tensor) -> Tensor:
         """The mixer branch before its layer scale: x [B, H, W, C] -> [B, H, W, C], whole map or per window."""
