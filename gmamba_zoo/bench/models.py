@@ -452,7 +452,8 @@ def _flops_table(rep: Dict[str, Any]) -> List[str]:
              f"Each model's forward latency divided by its baseline's (timed in one process, alternating) against its "
              f"FLOPs divided by its baseline's (FLOPs: {rep.get('flops_source') or '-'}; multiply-adds). Target: "
              f'latency ratio <= {FLOPS_SLACK} x FLOPs ratio, i.e. the added blocks run at least about as efficiently '
-             'per FLOP as the backbone around them.', '',
+             'per FLOP as the backbone around them. Where a model misses it, docs/cpu-cost.md says where its added '
+             'time goes (`scripts/time_breakdown.py`) and why the rest is not worth chasing.', '',
              '| model | baseline | GFLOPs | baseline GFLOPs | FLOPs ratio | latency ratio | limit '
              f'({FLOPS_SLACK} x FLOPs ratio) | latency ratio / FLOPs ratio | target |', '|' + ' --- |' * 9]
     for r in rows:
