@@ -242,6 +242,9 @@ def test_benchmark_latency_vs_flops_ratio(tmp_path):
     assert len(checks) == 1 and ok == (1.5 <= bench.FLOPS_SLACK * ratio)
     assert f'for {ratio:.2f}x its FLOPs' in checks[0]
     assert bench.check_targets(rows, [], (224, 224), 2)[0] == []  # the target is stated for batch 1 only
+    rows_512 = [dict(r, latency_ratio=9.0) for r in rows]  # the same rule at 512 (issue 25): a miss is reported
+    checks_512, ok_512 = bench.check_targets(rows_512, [], (512, 512), 1)
+    assert not ok_512 and len(checks_512) == 1 and 'at 512x512' in checks_512[0] and 'NOT met' in checks_512[0]
     rep = {'machine': {'cpu': 'x', 'cores': 2, 'torch': '2', 'python': '3', 'date': 'd'},
            'settings': {'device': 'cpu', 'tf32': False, 'channels_last': False, 'amp': 'none', 'scan_backend': 'auto',
                         'scan_backend_resolved': 'numba', 'cpu_recurrence': 'numba', 'warmup': 1, 'iters': 2},

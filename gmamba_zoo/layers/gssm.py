@@ -35,6 +35,13 @@ layer are all linear, and the high band is ``x - low``, so together they equal `
 4m^2 multiply-adds per token instead of 8m^2, plus 4m^3 for the fold, so it is used when H*W > 2m (the early, large
 maps); smaller maps run the layers one by one. Gradients reach every parameter either way; the FLOP counter counts
 what runs.
+
+Eager inference (autograd off, no tracer or compiler; docs/cpu-cost.md): the block reads one contiguous channels-last
+copy of the map instead of a permuted view, scales its branches and adds its residuals in place (the modules'
+arithmetic bit for bit, so torch.fx graphs still reproduce eager exactly) unless a hook could hold a branch; FEM's
+fold is kept while its parameters' versions are unchanged and, on CPU in float32, runs as two in-place batched
+products on the strided token views; the low-band mask is kept per map size. Outputs are those of the module path to
+float32 rounding (tests/test_block_fast_paths.py); training runs the module path.
 """
 from __future__ import annotations
 
@@ -261,8 +268,8 @@ class FrequencyEncoding(nn.Module):
 
 def _blas_fold(x: Tensor, low: Tensor) -> bool:
     """Whether :meth:`FrequencyEncoding.fused` may fold through in-place batched products: eager CPU inference in
-    float32 without autocast (:func:`_eager_no_grad`), where they are about twice as fast as two linear layers and
-    a sum on the strided token views (1.7-2.2x at m = 32-256, batch 1, on the benchmark machine)."""
+    float32 without autocast (:func:`_eager_no_grad`). BLAS reads the strided token views as they are and accumulates
+    the second product into the first; two linear layers would copy each view and need a third pass for the sum."""
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and low.dtype == torch.float32
             and _eager_no_grad(x) and not torch.is_autocast_enabled('cpu'))
 
