@@ -44,6 +44,24 @@ def test_breakdown_of_a_model_against_its_backbone():
     text = markdown([rep], {'cpu': 'x', 'cores': 2, 'torch_threads': 1, 'torch': torch.__version__, 'python': '3',
                             'date': 'today'}, [None, None], 'cmd')
     assert '## resnet18_gmamba vs resnet18 (64x64)' in text and '| selective scan |' in text
+    if rep['profiled_ms'][0] > rep['profiled_ms'][1]:  # the target's budget in ms, from the FLOPs and the baseline
+        gm, gb = (sum(v['gmacs'][i] for k, v in kinds.items() if k != OUTSIDE) for i in (0, 1))
+        budget = (1.1 * gm / gb - 1) * rep['wall_ms'][1]
+        assert f'allows {budget:.1f} ms of added time' in text
+
+
+def test_budget_line_splits_the_added_time():
+    from gmamba_zoo.bench.breakdown import _budget_lines
+    kinds = {k: {'ms': [0.0, 0.0], 'gmacs': [0.0, 0.0]} for k, _, _ in KINDS}
+    kinds['convolution'] = {'ms': [10.0, 10.0], 'gmacs': [1.0, 1.0]}
+    kinds['linear, matmul'] = {'ms': [6.0, 0.0], 'gmacs': [0.5, 0.0]}
+    kinds['selective scan'] = {'ms': [4.0, 0.0], 'gmacs': [0.0, 0.0]}
+    kinds[OUTSIDE] = {'ms': [0.0, 0.0], 'gmacs': [None, None]}
+    rep = {'kinds': kinds, 'wall_ms': [40.0, 20.0], 'profiled_ms': [20.0, 10.0]}  # the profiler halves the times
+    (line,) = _budget_lines(rep)
+    # FLOPs 1.5x: (1.1 * 1.5 - 1) * 20 ms = 13 ms allowed; 20 ms added, the products' 6 of 10 profiled: 12 ms
+    assert 'FLOPs ratio 1.50x' in line and 'allows 13.0 ms' in line and 'adds 20.0 ms' in line
+    assert 'take 12.0 ms' in line and 'Python) 8.0 ms' in line
 
 
 @pytest.mark.parametrize('op, in_attention, kind', [

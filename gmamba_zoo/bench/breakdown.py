@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from .machine import command_line, load_average, machine, write_report
+from .models import FLOPS_SLACK
 from .progress import Progress, add_quiet_argument
 
 __all__ = ['KINDS', 'ATTENTION', 'ATTENTION_MODULES', 'ATTENTION_OPS', 'kind_of', 'flop_kind', 'attention_modules',
@@ -227,6 +228,28 @@ def breakdown(name: str, size: Sequence[int] = (224, 224), warmup: int = 3, iter
             'profiled_ms': [w for _, w in profiled], 'kinds': kinds}
 
 
+#: The kinds that are multiply-adds in bulk (matrix products, convolutions, attention): what the FLOPs ratio measures.
+PRODUCT_KINDS = ('convolution', 'linear, matmul', ATTENTION)
+
+
+def _budget_lines(r: Dict[str, Any]) -> List[str]:
+    """The latency target (added time <= (1.1 x FLOPs ratio - 1) x the baseline's) in ms, against what the added
+    products and the added rest take under the profiler (scaled to the wall time)."""
+    kinds = r['kinds']
+    gm = sum(v['gmacs'][0] or 0 for k, v in kinds.items() if k != OUTSIDE)
+    gb = sum(v['gmacs'][1] or 0 for k, v in kinds.items() if k != OUTSIDE)
+    (wm, wb), (pm, pb) = r['wall_ms'], r['profiled_ms']
+    if not gb or pm <= pb:
+        return []
+    budget = (FLOPS_SLACK * gm / gb - 1) * wb
+    scale = (wm - wb) / (pm - pb)  # the profiler's added time, brought to the wall time's
+    products = sum(kinds[k]['ms'][0] - kinds[k]['ms'][1] for k in PRODUCT_KINDS if k in kinds) * scale
+    return [f'FLOPs ratio {gm / gb:.2f}x: the target (latency ratio <= {FLOPS_SLACK} x that) allows {budget:.1f} ms '
+            f'of added time; the model adds {wm - wb:.1f} ms, of which the added products (convolution, linear, '
+            f'attention) take {products:.1f} ms and everything else (scan, FFT, norms, elementwise work, Python) '
+            f'{wm - wb - products:.1f} ms (profiled shares, scaled to the wall time).']
+
+
 def _rate(gmacs: Optional[float], ms: float) -> str:
     return f'{gmacs / ms * 1e3:.0f}' if gmacs and ms > 0.05 else '-'
 
@@ -251,7 +274,7 @@ def markdown(reports: List[Dict[str, Any]], rep_machine: Dict[str, Any], load: L
         (wm, wb), (pm, pb), (h, w) = r['wall_ms'], r['profiled_ms'], r['size']
         lines += [f"## {r['model']} vs {r['baseline']} ({h}x{w})", '',
                   f'Wall time {wm:.1f} ms vs {wb:.1f} ms ({wm / wb:.2f}x); under the profiler {pm:.1f} ms vs '
-                  f'{pb:.1f} ms ({pm / pb:.2f}x).', '',
+                  f'{pb:.1f} ms ({pm / pb:.2f}x).', '', *_budget_lines(r), '',
                   '| kind | model ms | baseline ms | added ms | share of added time | model GMACs | baseline GMACs '
                   '| added GMACs | baseline GMAC/s | added GMAC/s |',
                   '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
