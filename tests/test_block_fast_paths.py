@@ -144,3 +144,14 @@ def test_operator_calls_per_block_in_eager_inference():
         with Count():
             blk(x)
     assert 100 <= Count.calls <= 140, Count.calls
+
+
+def test_inplace_residuals_under_cpu_autocast_equal_the_module_path():
+    """Under bfloat16 autocast a branch times its float32 layer scale is float32: the in-place form must not round it
+    to bfloat16."""
+    blk = _block().eval()
+    x = torch.randn(1, 32, 12, 12)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        fast, plain = blk(x), _unfused(blk, x)
+    assert fast.dtype == plain.dtype == torch.float32
+    assert torch.equal(fast, plain)

@@ -235,7 +235,8 @@ class FrequencyEncoding(nn.Module):
             hidden = self.fused(x, low, False)
         else:
             hidden = fem_fused(self, x, low)
-        if _eager_no_grad(x) and type(self.fuse[1]) is nn.ReLU and not forward_hooks_registered(self.fuse[0], self.fuse[1]):
+        hooked = forward_hooks_registered(self.fuse[0], self.fuse[1])
+        if _eager_no_grad(x) and type(self.fuse[1]) is nn.ReLU and not hooked:
             hidden = hidden.relu_()  # a temporary no hook holds: no second [B, L, 2m] map
         else:
             hidden = self.fuse[1](hidden)
@@ -700,9 +701,13 @@ class GMambaBlock(nn.Module):
             # norms, linear layers and residuals read in place (a permuted NCHW map makes each of them a slow strided
             # pass), each branch scaled in place and added in place.
             shortcut = x.contiguous()
-            branch = self._mix(shortcut).mul_(self.ls1.gamma)
-            x = shortcut.add_(branch) if shortcut is not x else shortcut + branch  # never the caller's tensor in place
-            x = x.add_(self.mlp(self.norm2(x)).mul_(self.ls2.gamma))
+            branch = _inplace(torch.Tensor.mul_, torch.mul, self._mix(shortcut), self.ls1.gamma)
+            if shortcut is x:  # the caller's own tensor (a contiguous channels-last input): never written
+                x = shortcut + branch
+            else:
+                x = _inplace(torch.Tensor.add_, torch.add, shortcut, branch)
+            branch = _inplace(torch.Tensor.mul_, torch.mul, self.mlp(self.norm2(x)), self.ls2.gamma)
+            x = _inplace(torch.Tensor.add_, torch.add, x, branch)
             return x if self.channels_last else x.permute(0, 3, 1, 2).contiguous()
         x = x + self.drop_path1(self.ls1(self._mix(x)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
@@ -734,6 +739,12 @@ class GMambaBlock(nn.Module):
         win = self.norm1(x).reshape(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, wh, ww, c)
         win = self.mixer(win).reshape(b, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
         return win.reshape(b, nh * wh, nw * ww, c)[:, :h, :w]
+
+
+def _inplace(inplace_op, op, t: Tensor, other: Tensor) -> Tensor:
+    """``inplace_op(t, other)`` where it gives what ``op(t, other)`` gives, bit for bit: when the result's type is
+    t's (under autocast a bfloat16 branch times a float32 scale is float32, which t cannot hold)."""
+    return inplace_op(t, other) if torch.result_type(t, other) == t.dtype else op(t, other)
 
 
 @register_notrace_function  # FX leaf: the check reads the input's shape and dtype when the traced graph runs

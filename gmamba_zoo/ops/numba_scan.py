@@ -364,7 +364,7 @@ def _padded_n(n_state: int) -> int:
 def _time_major_n(x: Tensor, n_pad: int) -> np.ndarray:
     """[B, N, L] -> contiguous float32 [B, L, n_pad], zero-padded: each step reads its N values contiguously."""
     n_state = x.shape[1]
-    # one pass: the transposed copy, its padding written as it goes (the pad makes a new contiguous tensor)
+    # one pass: the transposed copy with its padding written as it goes (contiguous() copies only if pad kept strides)
     return F.pad(x.detach().to(torch.float32).transpose(1, 2), (0, n_pad - n_state)).contiguous().numpy()
 
 
