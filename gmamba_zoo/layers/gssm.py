@@ -140,8 +140,7 @@ def low_band(x: Tensor, cutoff: float = 0.25) -> Tensor:
 def _eager_no_grad(x: Tensor) -> bool:
     """Eager, no tracer or compiler at work, and autograd off: where tensors made from constants or parameters may be
     kept between calls (a tracer would record them as constants; autograd would need them made in its graph)."""
-    return (type(x) is Tensor and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+    return type(x) is Tensor and not torch.is_grad_enabled() and not _tracing(x)
 
 
 @functools.lru_cache(maxsize=64)
@@ -235,8 +234,8 @@ class FrequencyEncoding(nn.Module):
             hidden = self.fused(x, low, False)
         else:
             hidden = fem_fused(self, x, low)
-        hooked = forward_hooks_registered(self.fuse[0], self.fuse[1])
-        if _eager_no_grad(x) and type(self.fuse[1]) is nn.ReLU and not hooked:
+        if (_eager_no_grad(x) and type(self.fuse[1]) is nn.ReLU
+                and not forward_hooks_registered(self.fuse[0], self.fuse[1])):
             hidden = hidden.relu_()  # a temporary no hook holds: no second [B, L, 2m] map
         else:
             hidden = self.fuse[1](hidden)
@@ -251,14 +250,14 @@ class FrequencyEncoding(nn.Module):
             fold: Through :meth:`folded_weights` (fewer multiply-adds per token) or layer by layer; same function.
         """
         if fold:
-            if _blas_fold(x, low):
+            eager = _eager_no_grad(x)
+            m_x, m_l, c = self._folded_weights_cached() if eager else self.folded_weights()
+            if eager and _blas_fold(x, low):
                 # c + x Mx^T + low Ml^T as two batched products accumulated in place: BLAS reads the strided token
                 # views (x's channel-interleaved rows, low's transposed map) as they are, where a linear layer would
                 # copy each, and the sum needs no third pass
-                m_x, m_l, c = self._folded_weights_cached()
                 hidden = torch.baddbmm(c, _tokens(x, x.dtype), m_x.t().expand(x.shape[0], -1, -1))
                 return hidden.baddbmm_(_tokens(low, x.dtype), m_l.t().expand(x.shape[0], -1, -1))
-            m_x, m_l, c = self._folded_weights_cached() if _eager_no_grad(x) else self.folded_weights()
             return linear_weights(_tokens(x, x.dtype), m_x, c) + linear_weights(_tokens(low, x.dtype), m_l)
         with autocast_off(x.device.type):
             high = x.float() - low
@@ -268,11 +267,11 @@ class FrequencyEncoding(nn.Module):
 
 
 def _blas_fold(x: Tensor, low: Tensor) -> bool:
-    """Whether :meth:`FrequencyEncoding.fused` may fold through in-place batched products: eager CPU inference in
-    float32 without autocast (:func:`_eager_no_grad`). BLAS reads the strided token views as they are and accumulates
-    the second product into the first; two linear layers would copy each view and need a third pass for the sum."""
+    """Whether :meth:`FrequencyEncoding.fused`, in eager inference, may fold through in-place batched products: CPU
+    float32 without autocast. BLAS reads the strided token views as they are and accumulates the second product into
+    the first; two linear layers would copy each view and need a third pass for the sum."""
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and low.dtype == torch.float32
-            and _eager_no_grad(x) and not torch.is_autocast_enabled('cpu'))
+            and not torch.is_autocast_enabled('cpu'))
 
 
 def _tokens(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -718,7 +717,7 @@ class GMambaBlock(nn.Module):
         records the modules; with autograd on, in-place work would cost copies for backward), plain ``LayerScale``
         modules, drop paths that are the identity (none, or eval mode), and no hook that could hold a branch's output
         (on the mixer, the MLP, their last layers, the layer scales or the drop paths)."""
-        if not _eager_no_grad(x) or _tracing(x):
+        if not _eager_no_grad(x):
             return False
         if type(self.ls1) is not LayerScale or type(self.ls2) is not LayerScale or self.ls1.inplace or self.ls2.inplace:
             return False
